@@ -1,0 +1,3 @@
+"""The cancellation gateway: one gRPC call, three upstreams, one result envelope."""
+
+NAME = "cancellation-gateway"

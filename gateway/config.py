@@ -1,0 +1,235 @@
+"""The TOML configuration, loaded once into immutable objects.
+
+Every error names the key it is about (`connections.kiiex-main.base_url: ...`), and a file
+with any error is refused whole: the gateway never starts half-configured. Secrets never
+live in the file; it names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class Table:
+    """A TOML table being read: typed getters that name the key path, and a check for leftovers."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> None:
+        self._data = data
+        self._path = path
+        self._environ = environ
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def _get(self, name: str, kind: type[T] | tuple[type, ...], default: Any) -> Any:
+        self._read.add(name)
+        if name not in self._data:
+            if default is _MISSING:
+                raise ConfigError(f"{self.key(name)}: is required")
+            return default
+        value = self._data[name]
+        # bool is an int in Python; a TOML `true` must not pass as a number.
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            wanted = kind.__name__ if isinstance(kind, type) else "number"
+            raise ConfigError(f"{self.key(name)}: expected a {wanted}, got {value!r}")
+        return value
+
+    def string(self, name: str, default: str = _MISSING) -> str:
+        value: str = self._get(name, str, default)
+        return value
+
+    def boolean(self, name: str, default: bool = _MISSING) -> bool:
+        value: bool = self._get(name, bool, default)
+        return value
+
+    def integer(
+        self, name: str, default: int = _MISSING, minimum: int = 1, maximum: int = 2**31 - 1
+    ) -> int:
+        value: int = self._get(name, int, default)
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self.key(name)}: must be from {minimum} to {maximum}, got {value}")
+        return value
+
+    def seconds(self, name: str, default: float = _MISSING) -> float:
+        value = float(self._get(name, (int, float), default))
+        if value <= 0:
+            raise ConfigError(f"{self.key(name)}: must be a positive number of seconds")
+        return value
+
+    def choice(self, name: str, choices: Mapping[str, T], default: str = _MISSING) -> T:
+        value = self.string(name, default)
+        if value not in choices:
+            raise ConfigError(f"{self.key(name)}: must be one of {sorted(choices)}, got {value!r}")
+        return choices[value]
+
+    def url(self, name: str, default: str = _MISSING) -> str:
+        value = self.string(name, default)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{self.key(name)}: must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    def secret(self, name: str) -> str:
+        """Reads `name` (e.g. `password_env`): the environment variable that holds the secret."""
+        variable = self.string(name)
+        secret = self._environ.get(variable, "")
+        if not secret:
+            raise ConfigError(f"{self.key(name)}: environment variable {variable} is not set")
+        return secret
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def table(self, name: str) -> Table:
+        data = self._get(name, dict, {})
+        return Table(data, self.key(name), self._environ)
+
+    def tables(self) -> dict[str, Table]:
+        """Every sub-table of this table, by name."""
+        return {name: self.table(name) for name in self._data}
+
+    def finish(self) -> None:
+        """Refuses keys nobody read: a typo must not silently fall back to a default."""
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 3
+    backoff_initial: float = 0.1
+    backoff_max: float = 2.0
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One named upstream connection; `options` holds what only its adapter understands."""
+
+    name: str
+    upstream: str
+    default: bool
+    timeout: float
+    pool_size: int
+    max_in_flight: int
+    retry: RetrySettings
+    confirm_timeout: float
+    confirm_interval: float
+    options: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: str = "127.0.0.1:50051"
+    shutdown_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSettings
+    connections: Mapping[str, ConnectionSettings]
+
+    def default_connection(self, upstream: str) -> ConnectionSettings | None:
+        candidates = [c for c in self.connections.values() if c.upstream == upstream]
+        defaults = [c for c in candidates if c.default]
+        if defaults:
+            return defaults[0]
+        return candidates[0] if len(candidates) == 1 else None
+
+
+OptionsParser = Callable[[Table], Any]
+"""Reads an upstream's own keys from a connection table (adapter-specific settings)."""
+
+
+def _server(table: Table) -> ServerSettings:
+    settings = ServerSettings(
+        listen=table.string("listen", ServerSettings.listen),
+        shutdown_grace=table.seconds("shutdown_grace_seconds", ServerSettings.shutdown_grace),
+    )
+    host, _, port = settings.listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{table.key('listen')}: expected host:port, got {settings.listen!r}")
+    table.finish()
+    return settings
+
+
+def _retry(table: Table) -> RetrySettings:
+    defaults = RetrySettings()
+    settings = RetrySettings(
+        max_attempts=table.integer("max_attempts", defaults.max_attempts, maximum=10),
+        backoff_initial=table.seconds("backoff_initial_seconds", defaults.backoff_initial),
+        backoff_max=table.seconds("backoff_max_seconds", defaults.backoff_max),
+    )
+    table.finish()
+    return settings
+
+
+def _connection(
+    name: str, table: Table, upstreams: Mapping[str, OptionsParser]
+) -> ConnectionSettings:
+    parse_options = table.choice("upstream", upstreams)
+    settings = ConnectionSettings(
+        name=name,
+        upstream=table.string("upstream"),
+        default=table.boolean("default", False),
+        timeout=table.seconds("timeout_seconds", 5.0),
+        pool_size=table.integer("pool_size", 8),
+        max_in_flight=table.integer("max_in_flight", 32),
+        retry=_retry(table.table("retry")),
+        confirm_timeout=table.seconds("confirm_timeout_seconds", 10.0),
+        confirm_interval=table.seconds("confirm_interval_seconds", 0.25),
+        options=parse_options(table),
+    )
+    table.finish()
+    return settings
+
+
+def _check_defaults(connections: Mapping[str, ConnectionSettings]) -> None:
+    for upstream in {c.upstream for c in connections.values()}:
+        defaults = sorted(n for n, c in connections.items() if c.upstream == upstream and c.default)
+        if len(defaults) > 1:
+            raise ConfigError(
+                f"connections.{defaults[1]}.default: {upstream} already has a default "
+                f"connection ({defaults[0]})"
+            )
+
+
+def parse_config(
+    data: Mapping[str, Any], environ: Mapping[str, str], upstreams: Mapping[str, OptionsParser]
+) -> Config:
+    root = Table(data, "", environ)
+    server = _server(root.table("server"))
+    connections = {
+        name: _connection(name, table, upstreams)
+        for name, table in root.table("connections").tables().items()
+    }
+    if not connections:
+        raise ConfigError("connections: at least one connection is required")
+    _check_defaults(connections)
+    root.finish()
+    return Config(server=server, connections=connections)
+
+
+def load_config(
+    path: Path, environ: Mapping[str, str], upstreams: Mapping[str, OptionsParser]
+) -> Config:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    return parse_config(data, environ, upstreams)

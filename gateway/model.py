@@ -1,0 +1,103 @@
+"""The vocabulary every module speaks: outcomes, reasons, leg results and the final result.
+
+Nothing here knows about protobuf or HTTP; the edges convert to and from these types.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
+
+
+class Outcome(enum.Enum):
+    """What happened to the job. Names match the proto's `OUTCOME_*` values."""
+
+    UNSPECIFIED = 0
+    ACCEPTED = 1
+    CANCELED = 2
+    ALREADY_CANCELED = 3
+    PARTIAL = 4
+    FAILED = 5
+
+
+class Reason(enum.Enum):
+    """Why a leg or job ended as it did. Names match the proto's `REASON_*` values."""
+
+    UNSPECIFIED = 0
+    INVALID_REQUEST = 1
+    NOT_FOUND = 2
+    UNAUTHORIZED = 3
+    OPERATION_FAILED = 4
+    NOT_SUPPORTED = 5
+    RATE_LIMITED = 6
+    UPSTREAM_ERROR = 7
+    UPSTREAM_UNAVAILABLE = 8
+    TIMEOUT = 9
+    BAD_UPSTREAM_RESPONSE = 10
+    NOT_CONFIRMED = 11
+
+
+SUCCESSFUL_OUTCOMES = frozenset({Outcome.ACCEPTED, Outcome.CANCELED, Outcome.ALREADY_CANCELED})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One row of an adapter's code table: how an upstream signal normalizes."""
+
+    outcome: Outcome
+    reason: Reason
+    retryable: bool
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class LegResult:
+    """The normalized answer for one leg of a cancel (`report`, `bid`, `ask`, `report_run`)."""
+
+    leg: str
+    outcome: Outcome
+    reason: Reason
+    retryable: bool
+    upstream_code: str = ""
+    upstream_message: str = ""
+    detail: str = ""
+
+    @classmethod
+    def from_verdict(
+        cls, leg: str, verdict: Verdict, code: str, message: str = "", detail: str = ""
+    ) -> LegResult:
+        return cls(leg, verdict.outcome, verdict.reason, verdict.retryable, code, message, detail)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in SUCCESSFUL_OUTCOMES
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    """What one upstream call came back with, already normalized by its adapter."""
+
+    legs: tuple[LegResult, ...]
+    body: JsonValue = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """The envelope: one per CancelJob, whatever the upstream answered."""
+
+    outcome: Outcome
+    reason: Reason
+    retryable: bool
+    message: str
+    upstream: str
+    operation: str
+    legs: tuple[LegResult, ...] = ()
+    attempts: int = 0
+    upstream_latency: float = 0.0
+    replayed: bool = False
+    request_id: str = ""
+    upstream_response: JsonValue = field(default=None, compare=False)

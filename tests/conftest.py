@@ -1,0 +1,90 @@
+"""Shared fixtures: simulators with a manual clock, and a real gateway on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from adapters import OPTION_PARSERS
+from cancellation.v1 import gateway_pb2_grpc
+from gateway.config import Config, parse_config
+from gateway.server import GatewayServer
+from simulators import ManualClock
+from simulators.kiiex import KiiexSimulator
+
+KIIEX_ENV = {"KIIEX_USERNAME": "operator", "KIIEX_PASSWORD": "operator-pass"}
+
+
+def kiiex_connection(base_url: str = "http://kiiex.sim", **overrides: Any) -> dict[str, Any]:
+    """A KIIEX connection table; an override of None removes that key."""
+    table = {
+        "upstream": "kiiex",
+        "default": True,
+        "base_url": base_url,
+        "username_env": "KIIEX_USERNAME",
+        "password_env": "KIIEX_PASSWORD",
+        "retry": {"backoff_initial_seconds": 0.001, "backoff_max_seconds": 0.002},
+        "confirm_interval_seconds": 0.01,
+        **overrides,
+    }
+    return {key: value for key, value in table.items() if value is not None}
+
+
+def make_config(
+    connections: Mapping[str, dict[str, Any]], environ: Mapping[str, str] = KIIEX_ENV
+) -> Config:
+    data = {
+        "server": {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 1},
+        "connections": dict(connections),
+    }
+    return parse_config(data, environ, OPTION_PARSERS)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(now=1000.0)
+
+
+@pytest.fixture
+def kiiex_sim(clock: ManualClock) -> KiiexSimulator:
+    return KiiexSimulator(clock=clock)
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[Callable[..., Any]]:
+    """Starts real gateways (real gRPC on loopback); returns (stub, server). Stopped at teardown."""
+    started: list[tuple[GatewayServer, grpc.aio.Channel]] = []
+
+    async def start(
+        config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+    ) -> tuple[gateway_pb2_grpc.CancellationGatewayStub, GatewayServer]:
+        server = GatewayServer(config, transports)
+        port = await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        started.append((server, channel))
+        return gateway_pb2_grpc.CancellationGatewayStub(channel), server
+
+    yield start
+    for server, channel in started:
+        await channel.close()
+        await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def kiiex_gateway(
+    start_gateway: Callable[..., Any], kiiex_sim: KiiexSimulator
+) -> tuple[gateway_pb2_grpc.CancellationGatewayStub, GatewayServer]:
+    """A gateway whose one KIIEX connection talks to the simulator in-process."""
+    config = make_config({"kiiex-main": kiiex_connection()})
+    transport = httpx.ASGITransport(app=kiiex_sim.app)
+    result: tuple[gateway_pb2_grpc.CancellationGatewayStub, GatewayServer] = await start_gateway(
+        config, {"kiiex-main": transport}
+    )
+    return result

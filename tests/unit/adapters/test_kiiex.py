@@ -1,0 +1,224 @@
+"""The KIIEX adapter against the simulator in-process: every code-table row, login forms,
+session expiry and re-login, confirmation reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.base import ConfirmState
+from adapters.kiiex import CODES, KiiexAdapter
+from gateway.jobs import KiiexUserReport
+from gateway.model import Outcome, Reason, UpstreamReply
+from simulators import ManualClock
+from simulators.faults import Fault
+from simulators.kiiex import KiiexSimulator
+from tests.conftest import kiiex_connection, make_config
+
+
+def _adapter(transport: httpx.AsyncBaseTransport, **options: Any) -> KiiexAdapter:
+    env = {"KIIEX_USERNAME": "operator", "KIIEX_PASSWORD": "operator-pass", "KEY": "sim-api-key",
+           "SECRET": "sim-api-secret"}  # fmt: skip
+    config = make_config({"k": kiiex_connection(**options)}, env)
+    return KiiexAdapter(config.connections["k"], transport)
+
+
+@pytest.fixture
+async def adapter(kiiex_sim: KiiexSimulator) -> AsyncIterator[KiiexAdapter]:
+    adapter = _adapter(httpx.ASGITransport(app=kiiex_sim.app))
+    yield adapter
+    await adapter.aclose()
+
+
+def _envelope(code: int, message: str | None) -> dict[str, Any]:
+    return {"result": code == 0, "errormsg": message, "errorcode": code, "detail": None}
+
+
+ROWS: dict[str, Fault] = {
+    "0": Fault("json", payload=_envelope(0, None)),
+    "100": Fault("json", payload=_envelope(100, "Invalid Request")),
+    "101": Fault("json", payload=_envelope(101, "Operation Failed")),
+    "102": Fault("json", payload=_envelope(102, "Server Error")),
+    "104": Fault("json", payload=_envelope(104, "Resource Not Found")),
+    "106": Fault("json", payload=_envelope(106, "Operation Not Supported")),
+    "other": Fault("json", payload=_envelope(103, "Something Else")),
+    "HTTP 400": Fault("http_status", status=400),
+    "HTTP 429": Fault("http_status", status=429, payload={"message": "slow down"}),
+    "TOO MANY REQUESTS": Fault("rate_limited", seconds=3),
+    "HTTP 5xx": Fault("http_status", status=503),
+    "HTTP other": Fault("http_status", status=418),
+    "unreadable": Fault("garbage"),
+}
+
+# Rows that stand for a class of signals show the caller the exact one.
+SHOWN_CODES = {
+    "other": "103",
+    "HTTP 5xx": "HTTP 503",
+    "HTTP other": "HTTP 418",
+    "TOO MANY REQUESTS": "HTTP 429",
+}
+
+
+async def _cancel(adapter: KiiexAdapter, sim: KiiexSimulator) -> UpstreamReply:
+    return await adapter.cancel(KiiexUserReport(sim.add_report()), timeout=5.0)
+
+
+@pytest.mark.parametrize("code", sorted(ROWS))
+async def test_each_code_row_normalizes_as_its_table_says(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator, code: str
+) -> None:
+    kiiex_sim.faults.inject(ROWS[code])
+    reply = await _cancel(adapter, kiiex_sim)
+    (leg,) = reply.legs
+    verdict = CODES[code]
+    assert (leg.leg, leg.outcome, leg.reason, leg.retryable) == (
+        "report",
+        verdict.outcome,
+        verdict.reason,
+        verdict.retryable,
+    )
+    assert leg.upstream_code == SHOWN_CODES.get(code, code)
+
+
+def test_every_table_row_has_a_test() -> None:
+    tested = {*ROWS, "20", "HTTP 401", "unreachable", "timeout"}
+    assert tested == set(CODES)
+
+
+async def test_rate_limit_keeps_retry_after(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    kiiex_sim.faults.inject(Fault("rate_limited", seconds=3))
+    reply = await _cancel(adapter, kiiex_sim)
+    assert reply.retry_after == 3.0
+
+
+async def test_real_report_is_accepted_then_cancelled(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    report = kiiex_sim.add_report()
+    reply = await adapter.cancel(KiiexUserReport(report), timeout=5.0)
+    assert reply.legs[0].outcome is Outcome.ACCEPTED
+    assert kiiex_sim.report_status(report) == "UserCancelled"
+    (check,) = await adapter.confirm(KiiexUserReport(report), timeout=5.0)
+    assert check.state is ConfirmState.CONFIRMED
+
+
+async def test_pending_cancel_is_not_yet_confirmed(clock: ManualClock) -> None:
+    sim = KiiexSimulator(clock=clock, cancel_settle_seconds=30)
+    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    report = sim.add_report()
+    await adapter.cancel(KiiexUserReport(report), timeout=5.0)
+    (pending,) = await adapter.confirm(KiiexUserReport(report), timeout=5.0)
+    clock.advance(31)
+    (settled,) = await adapter.confirm(KiiexUserReport(report), timeout=5.0)
+    assert (pending.state, settled.state) == (ConfirmState.PENDING, ConfirmState.CONFIRMED)
+    await adapter.aclose()
+
+
+async def test_finished_report_refutes_confirmation(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    report = kiiex_sim.add_report(status="Completed")
+    (check,) = await adapter.confirm(KiiexUserReport(report), timeout=5.0)
+    assert check.state is ConfirmState.REFUTED
+    assert "Completed" in check.detail
+
+
+async def test_one_login_serves_many_calls(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    for _ in range(3):
+        await _cancel(adapter, kiiex_sim)
+    assert kiiex_sim.login_count == 1
+
+
+@pytest.mark.parametrize("style", ["errorcode", "http401"])
+async def test_expired_session_logs_in_again_once(clock: ManualClock, style: Any) -> None:
+    sim = KiiexSimulator(clock=clock, session_ttl=60, unauthorized_style=style)
+    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    await _cancel(adapter, sim)
+    clock.advance(61)
+    reply = await _cancel(adapter, sim)
+    assert reply.legs[0].outcome is Outcome.ACCEPTED
+    assert sim.login_count == 2
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (Fault("json", payload=_envelope(20, "Not Authorized")), "20"),
+        (Fault("http_status", status=401), "HTTP 401"),
+    ],
+)
+async def test_still_unauthorized_after_relogin_is_unauthorized(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator, fault: Fault, code: str
+) -> None:
+    kiiex_sim.faults.inject(fault, times=2)
+    reply = await _cancel(adapter, kiiex_sim)
+    assert (reply.legs[0].reason, reply.legs[0].upstream_code) == (Reason.UNAUTHORIZED, code)
+    assert kiiex_sim.login_count == 2
+
+
+async def test_wrong_password_is_unauthorized_with_kiiex_message(kiiex_sim: KiiexSimulator) -> None:
+    kiiex_sim.users["operator"] = "changed"
+    adapter = _adapter(httpx.ASGITransport(app=kiiex_sim.app))
+    reply = await _cancel(adapter, kiiex_sim)
+    assert reply.legs[0].reason is Reason.UNAUTHORIZED
+    assert "Invalid username or password" in reply.legs[0].upstream_message
+    await adapter.aclose()
+
+
+async def test_api_key_login_and_custom_token_header(clock: ManualClock) -> None:
+    sim = KiiexSimulator(clock=clock, token_header="Authorization", path_prefix="/AP")
+    adapter = _adapter(
+        httpx.ASGITransport(app=sim.app),
+        token_header="Authorization",
+        path_prefix="/AP",
+        api_key_env="KEY",
+        api_secret_env="SECRET",
+        user_id=1,
+        username_env=None,
+        password_env=None,
+    )
+    reply = await _cancel(adapter, sim)
+    assert reply.legs[0].outcome is Outcome.ACCEPTED
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (httpx.ConnectError("refused"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
+        (httpx.ReadTimeout("slow"), "timeout", Reason.TIMEOUT),
+    ],
+)
+async def test_transport_failures_are_retryable_envelopes(
+    error: Exception, code: str, reason: Reason
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    adapter = _adapter(httpx.MockTransport(fail))
+    reply = await adapter.cancel(
+        KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"), timeout=1.0
+    )
+    (leg,) = reply.legs
+    assert (leg.outcome, leg.reason, leg.retryable, leg.upstream_code) == (
+        Outcome.FAILED,
+        reason,
+        True,
+        code,
+    )
+
+
+async def test_secrets_never_reach_the_reply_body(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    kiiex_sim.faults.inject(Fault("json", payload={**_envelope(0, None), "SessionToken": "s3cr3t"}))
+    reply = await _cancel(adapter, kiiex_sim)
+    assert "s3cr3t" not in repr(reply.body)

@@ -1,0 +1,268 @@
+"""The TOML schema: valid files load into frozen objects, every error names its full key path."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters import OPTION_PARSERS
+from adapters.kiiex import KiiexOptions, PasswordLogin
+from gateway.config import (
+    Config,
+    ConfigError,
+    RetrySettings,
+    ServerSettings,
+    load_config,
+    parse_config,
+)
+from tests.conftest import KIIEX_ENV, kiiex_connection
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _parse(
+    connections: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = KIIEX_ENV,
+    **top: Any,
+) -> Config:
+    data: dict[str, Any] = {"connections": {"k": kiiex_connection()}, **top}
+    if connections is not None:
+        data["connections"] = dict(connections)
+    return parse_config(data, environ, OPTION_PARSERS)
+
+
+def _error(
+    connections: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = KIIEX_ENV,
+    **top: Any,
+) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _parse(connections, environ, **top)
+    return str(caught.value)
+
+
+def _minimal(**overrides: Any) -> dict[str, Any]:
+    table = {
+        "upstream": "kiiex",
+        "base_url": "https://kiiex.example/",
+        "username_env": "KIIEX_USERNAME",
+        "password_env": "KIIEX_PASSWORD",
+        **overrides,
+    }
+    return {key: value for key, value in table.items() if value is not None}
+
+
+def test_valid_config_loads_into_frozen_objects_with_defaults() -> None:
+    config = _parse({"main": _minimal()})
+
+    assert config.server == ServerSettings()
+    conn = config.connections["main"]
+    assert conn.name == "main"
+    assert conn.upstream == "kiiex"
+    assert conn.default is False
+    assert conn.timeout == 5.0
+    assert conn.pool_size == 8
+    assert conn.max_in_flight == 32
+    assert conn.retry == RetrySettings(max_attempts=3)
+    assert isinstance(conn.options, KiiexOptions)
+    assert conn.options.base_url == "https://kiiex.example"  # trailing slash dropped
+    assert conn.options.login == PasswordLogin("operator", "operator-pass")
+    for frozen in (config, config.server, conn, conn.retry):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            frozen.__setattr__("name", "changed")
+
+
+def test_explicit_values_override_defaults() -> None:
+    config = _parse(
+        {"main": _minimal(timeout_seconds=1.5, pool_size=2, retry={"max_attempts": 5})},
+        server={"listen": "0.0.0.0:6000", "shutdown_grace_seconds": 1},
+    )
+    conn = config.connections["main"]
+    assert (conn.timeout, conn.pool_size, conn.retry.max_attempts) == (1.5, 2, 5)
+    assert config.server == ServerSettings(listen="0.0.0.0:6000", shutdown_grace=1.0)
+
+
+def test_missing_upstream_names_the_key() -> None:
+    assert _error({"k": _minimal(upstream=None)}) == "connections.k.upstream: is required"
+
+
+def test_unknown_upstream_lists_the_choices() -> None:
+    message = _error({"k": _minimal(upstream="bitstamp")})
+    assert message.startswith("connections.k.upstream: ")
+    assert "['kiiex']" in message
+    assert "'bitstamp'" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "path"),
+    [
+        ("pool_size", "8", "connections.k.pool_size"),
+        ("max_in_flight", 4.5, "connections.k.max_in_flight"),
+        ("timeout_seconds", True, "connections.k.timeout_seconds"),
+        ("pool_size", True, "connections.k.pool_size"),
+        ("default", 1, "connections.k.default"),
+        ("base_url", 80, "connections.k.base_url"),
+        ("retry", {"max_attempts": "3"}, "connections.k.retry.max_attempts"),
+        ("retry", {"backoff_max_seconds": False}, "connections.k.retry.backoff_max_seconds"),
+    ],
+)
+def test_wrong_type_names_the_full_key(key: str, value: Any, path: str) -> None:
+    message = _error({"k": _minimal(**{key: value})})
+    assert message.startswith(f"{path}: expected a ")
+    assert "got" in message
+
+
+def test_toml_bool_is_not_a_number() -> None:
+    message = _error({"k": _minimal(timeout_seconds=True)})
+    assert message == "connections.k.timeout_seconds: expected a number, got True"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "path"),
+    [
+        ("pool_size", 0, "connections.k.pool_size"),
+        ("timeout_seconds", 0, "connections.k.timeout_seconds"),
+        ("timeout_seconds", -1.5, "connections.k.timeout_seconds"),
+        ("retry", {"max_attempts": 0}, "connections.k.retry.max_attempts"),
+    ],
+)
+def test_out_of_range_numbers_name_the_key(key: str, value: Any, path: str) -> None:
+    assert _error({"k": _minimal(**{key: value})}).startswith(f"{path}: must be ")
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://kiiex.example", "kiiex.example", "file:///etc/passwd", "http://", ""]
+)
+def test_non_http_base_url_is_refused(url: str) -> None:
+    message = _error({"k": _minimal(base_url=url)})
+    assert message.startswith("connections.k.base_url: must be an http(s) URL")
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"connections": {"k": _minimal(timeout_secs=3)}}, "connections.k.timeout_secs"),
+        (
+            {"connections": {"k": _minimal(retry={"max_atempts": 2})}},
+            "connections.k.retry.max_atempts",
+        ),
+        ({"server": {"listn": "127.0.0.1:1"}}, "server.listn"),
+        ({"servers": {}}, "servers"),
+        ({"log_level": "debug"}, "log_level"),
+    ],
+)
+def test_unknown_key_is_refused_by_full_path(data: dict[str, Any], path: str) -> None:
+    assert _error(**data) == f"{path}: unknown key"
+
+
+def test_unset_secret_names_the_key_and_the_variable() -> None:
+    message = _error(environ={"KIIEX_USERNAME": "operator"})
+    assert message == "connections.k.password_env: environment variable KIIEX_PASSWORD is not set"
+
+
+def test_empty_secret_counts_as_unset() -> None:
+    message = _error(environ={**KIIEX_ENV, "KIIEX_USERNAME": ""})
+    assert "connections.k.username_env" in message
+    assert "KIIEX_USERNAME" in message
+
+
+def test_two_defaults_for_one_upstream_are_refused() -> None:
+    message = _error({"a": _minimal(default=True), "b": _minimal(default=True)})
+    assert message.startswith("connections.b.default: ")
+    assert "kiiex" in message
+    assert "(a)" in message
+
+
+@pytest.mark.parametrize("top", [{"connections": {}}, {}])
+def test_no_connections_is_refused(top: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"^connections: at least one connection"):
+        parse_config(top, KIIEX_ENV, OPTION_PARSERS)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "localhost:", "[::1]"])
+def test_listen_without_a_port_is_refused(listen: str) -> None:
+    message = _error(server={"listen": listen})
+    assert message.startswith("server.listen: expected host:port")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        [server]
+        listen = "127.0.0.1:7000"
+
+        [connections.kiiex-main]
+        upstream = "kiiex"
+        default = true
+        base_url = "http://kiiex.example"
+        username_env = "KIIEX_USERNAME"
+        password_env = "KIIEX_PASSWORD"
+        [connections.kiiex-main.retry]
+        max_attempts = 2
+        """,
+    )
+    config = load_config(path, KIIEX_ENV, OPTION_PARSERS)
+    assert config.server.listen == "127.0.0.1:7000"
+    assert config.connections["kiiex-main"].retry.max_attempts == 2
+
+
+def test_load_config_on_a_missing_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, KIIEX_ENV, OPTION_PARSERS)
+    assert str(caught.value).startswith(f"{path}: cannot read")
+
+
+def test_load_config_on_invalid_toml_names_the_path(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[connections.k\nupstream = 'kiiex'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, KIIEX_ENV, OPTION_PARSERS)
+    assert str(caught.value).startswith(f"{path}: not valid TOML")
+
+
+def test_default_connection_prefers_the_marked_default() -> None:
+    config = _parse({"a": _minimal(), "b": _minimal(default=True), "c": _minimal()})
+    chosen = config.default_connection("kiiex")
+    assert chosen is not None
+    assert chosen.name == "b"
+
+
+def test_default_connection_is_the_only_connection() -> None:
+    chosen = _parse({"solo": _minimal()}).default_connection("kiiex")
+    assert chosen is not None
+    assert chosen.name == "solo"
+
+
+def test_default_connection_is_none_when_ambiguous_or_absent() -> None:
+    config = _parse({"a": _minimal(), "b": _minimal()})
+    assert config.default_connection("kiiex") is None
+    assert config.default_connection("zuora") is None
+
+
+class _AnySecret(Mapping[str, str]):
+    """An environment in which every variable is set."""
+
+    def __getitem__(self, key: str) -> str:
+        return f"secret-for-{key}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_example_config_parses() -> None:
+    config = load_config(REPO_ROOT / "config" / "example.toml", _AnySecret(), OPTION_PARSERS)
+    assert config.connections
