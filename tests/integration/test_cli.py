@@ -1,0 +1,113 @@
+"""The `cancelgw` command as a user runs it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+CANCELGW = str(Path(sys.executable).parent / "cancelgw")
+STARTUP_SECONDS = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        CANCELGW, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(process.communicate(), STARTUP_SECONDS)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
+    """Reads lines until one contains `marker`, within a bound."""
+    seen = ""
+    async with asyncio.timeout(STARTUP_SECONDS):
+        while marker not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"process ended before printing {marker!r}: {seen}")
+            seen += line.decode()
+    return seen
+
+
+@pytest.fixture
+async def sandbox_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    process = await asyncio.create_subprocess_exec(
+        CANCELGW, "sandbox", "--listen", f"127.0.0.1:{_free_port()}", stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    banner = await _read_until(process.stdout, "CancelJob")
+    yield process, banner
+    if process.returncode is None:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), STARTUP_SECONDS)
+
+
+async def test_sandbox_examples_work_as_printed(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    process, banner = sandbox_process
+    examples = re.findall(r"^\s+\.venv/bin/cancelgw (cancel .+)$", banner, re.MULTILINE)
+    assert len(examples) == 2, banner
+    outputs = [await _run(*example.split()) for example in examples]
+    assert [code for code, _, _ in outputs] == [0, 0]
+    assert outputs[0][1].startswith("ACCEPTED")
+    assert outputs[1][1].startswith("FAILED (NOT_FOUND)")
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
+
+
+async def test_cancel_prints_the_bad_field_and_fails(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    _, banner = sandbox_process
+    target = re.search(r"gRPC on (\S+),", banner)
+    assert target is not None
+    code, _, err = await _run("cancel", "--target", target.group(1), "kiiex-report", "nope")
+    assert code == 2
+    assert "INVALID_ARGUMENT" in err
+    assert "kiiex_user_report.user_report_id" in err
+
+
+async def test_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[connections.k]\nupstream = "kiiex"\nbase_url = 42\n'
+        'username_env = "U"\npassword_env = "P"\n'
+    )
+    code, out, err = await _run("serve", "--config", str(config), env={"U": "user", "P": "pass"})
+    assert code == 2
+    assert "connections.k.base_url" in err
+    assert "Traceback" not in err
+    assert "serving" not in out
+
+
+async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{_free_port()}"\n'
+        '[connections.k]\nupstream = "kiiex"\nbase_url = "http://127.0.0.1:9"\n'
+        'username_env = "U"\npassword_env = "P"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        CANCELGW, "serve", "--config", str(config), stdout=asyncio.subprocess.PIPE,
+        env={"U": "user", "P": "pass"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    await _read_until(process.stdout, "serving on port")
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
