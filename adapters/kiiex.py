@@ -7,7 +7,6 @@ answers one per leg). `result: true` only acknowledges receipt, hence ACCEPTED; 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -38,6 +37,7 @@ from adapters.base import (
     status_key,
     verdict_for,
 )
+from adapters.sessions import AuthRefused, SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import Job, KiiexQuote, KiiexUserReport
 from gateway.model import JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
@@ -74,6 +74,7 @@ CODES: CodeTable = {
     **COMMON_CODES,
 }
 
+_ORDER_CANCELED = 3
 _CANCELLED_STATUSES = frozenset({"UserCancelled"})
 _PENDING_STATUSES = frozenset(
     {"UserCancelPending", "UserCancelledPending", "Submitted", "Validating", "Scheduled",
@@ -138,14 +139,11 @@ def parse_options(table: Table) -> KiiexOptions:
     )
 
 
-class LoginFailed(Exception):
-    """AuthenticateUser refused the credentials (the message is KIIEX's own)."""
-
-
 @dataclass(frozen=True)
 class _Session:
     token: str
     user_id: int | None
+    account_id: int | None
 
 
 def _envelope(value: Any) -> tuple[str, str, str]:
@@ -187,40 +185,62 @@ def _guid_matches(request_id: Any, report_id: str) -> bool:
 
 class KiiexAdapter:
     upstream: ClassVar[str] = "kiiex"
-    jobs: ClassVar[tuple[type, ...]] = (KiiexUserReport,)
+    jobs: ClassVar[tuple[type, ...]] = (KiiexUserReport, KiiexQuote)
 
     def __init__(
         self, connection: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._options: KiiexOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
-        self._session: _Session | None = None
-        self._login_lock = asyncio.Lock()
-        self.logins = 0
+        self._sessions = SharedLogin(self._login)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def cancel(self, job: Job, timeout: float) -> UpstreamReply:
-        legs = ("bid", "ask") if isinstance(job, KiiexQuote) else ("report",)
+        legs = _legs(job)
         try:
             response = await self._call(job.operation, _cancel_payload(job), timeout)
         except UpstreamFailure as failure:
             return failed_reply(CODES, legs, failure.code, failure.message)
-        except LoginFailed as refused:
+        except AuthRefused as refused:
             return failed_reply(CODES, legs, NOT_AUTHORIZED, f"AuthenticateUser: {refused}")
         return _reply(response, legs)
 
     async def confirm(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
-        if not isinstance(job, KiiexUserReport):
-            return ()
         try:
-            return (await self._report_check(job, timeout),)
-        except (UpstreamFailure, LoginFailed) as failure:
-            return (LegCheck("report", ConfirmState.PENDING, f"read failed: {failure}"),)
+            if isinstance(job, KiiexUserReport):
+                return (await self._report_check(job, timeout),)
+            if isinstance(job, KiiexQuote):
+                return await self._quote_checks(job, timeout)
+        except (UpstreamFailure, AuthRefused) as failure:
+            return tuple(
+                LegCheck(leg, ConfirmState.PENDING, f"read failed: {failure}") for leg in _legs(job)
+            )
+        return ()
+
+    async def _quote_checks(self, job: KiiexQuote, timeout: float) -> tuple[LegCheck, ...]:
+        """Reads GetOpenQuotes: a quote that is gone, or shown Canceled, is confirmed."""
+        session = await self._sessions.get(timeout)
+        account = job.account_id or session.account_id
+        if job.instrument_id is None or account is None:
+            reason = "GetOpenQuotes needs the account and instrument; give both to confirm"
+            return tuple(LegCheck(leg, ConfirmState.PENDING, reason) for leg in _legs(job))
+        query: JsonValue = {
+            "OMSId": job.oms_id,
+            "AccountId": account,
+            "InstrumentId": job.instrument_id,
+        }
+        body = json_body(await self._call("GetOpenQuotes", query, timeout))
+        if not isinstance(body, dict):
+            raise UpstreamFailure(UNREADABLE, "GetOpenQuotes: expected {bid, ask}")
+        return (
+            _quote_check("bid", job.bid_quote_id, body.get("bid")),
+            _quote_check("ask", job.ask_quote_id, body.get("ask")),
+        )
 
     async def _report_check(self, job: KiiexUserReport, timeout: float) -> LegCheck:
-        session = await self._ensure_session(timeout)
+        session = await self._sessions.get(timeout)
         response = await self._call("GetUserReportTickets", {"UserId": session.user_id}, timeout)
         tickets = json_body(response)
         if not isinstance(tickets, list):
@@ -235,7 +255,7 @@ class KiiexAdapter:
     async def _call(self, function: str, payload: JsonValue, timeout: float) -> httpx.Response:
         """One function call, re-logging in once when KIIEX says the session is not valid."""
         for attempt in (1, 2):
-            session = await self._ensure_session(timeout)
+            session = await self._sessions.get(timeout)
             request = self._client.build_request(
                 "POST",
                 f"{self._options.path_prefix}/{function}",
@@ -245,22 +265,8 @@ class KiiexAdapter:
             response = await send(self._client, request, timeout)
             if attempt == 2 or not _says_not_authorized(response):
                 return response
-            self._forget(session)
+            self._sessions.forget(session)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _ensure_session(self, timeout: float) -> _Session:
-        session = self._session
-        if session is not None:
-            return session
-        # One login at a time: concurrent callers share the session it makes.
-        async with self._login_lock:
-            if self._session is None:
-                self._session = await self._login(timeout)
-            return self._session
-
-    def _forget(self, session: _Session) -> None:
-        if self._session is session:
-            self._session = None
 
     async def _login(self, timeout: float) -> _Session:
         request = self._client.build_request(
@@ -272,14 +278,22 @@ class KiiexAdapter:
         token = body.get(self._options.token_field) if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             message = body.get("errormsg") if isinstance(body, dict) else None
-            raise LoginFailed(str(message or f"no {self._options.token_field} in the answer"))
-        self.logins += 1
+            raise AuthRefused(str(message or f"no {self._options.token_field} in the answer"))
         user = body.get("User") if isinstance(body, dict) else None
-        user_id = user.get("UserId") if isinstance(user, dict) else None
-        if not isinstance(user_id, int):
-            login = self._options.login
-            user_id = login.user_id if isinstance(login, ApiKeyLogin) else None
-        return _Session(token, user_id)
+        user = user if isinstance(user, dict) else {}
+        login = self._options.login
+        configured_user = login.user_id if isinstance(login, ApiKeyLogin) else None
+        return _Session(
+            token, _int(user.get("UserId")) or configured_user, _int(user.get("AccountId"))
+        )
+
+
+def _legs(job: Job) -> tuple[str, ...]:
+    return ("bid", "ask") if isinstance(job, KiiexQuote) else ("report",)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _cancel_payload(job: Job) -> dict[str, JsonValue]:
@@ -350,6 +364,15 @@ def _report_check(status: str) -> LegCheck:
     if status in _PENDING_STATUSES:
         return LegCheck("report", ConfirmState.PENDING, f"RequestStatus {status}")
     return LegCheck("report", ConfirmState.REFUTED, f"report ended as {status}")
+
+
+def _quote_check(leg: str, quote_id: int, open_quote: Any) -> LegCheck:
+    if not isinstance(open_quote, dict) or open_quote.get("orderId") != quote_id:
+        return LegCheck(leg, ConfirmState.CONFIRMED, f"quote {quote_id} is no longer open")
+    state = open_quote.get("orderState")
+    if state == _ORDER_CANCELED:
+        return LegCheck(leg, ConfirmState.CONFIRMED, f"quote {quote_id} orderState Canceled")
+    return LegCheck(leg, ConfirmState.PENDING, f"quote {quote_id} still open (orderState {state})")
 
 
 UPSTREAM = Upstream("kiiex", parse_options, KiiexAdapter, KiiexAdapter.jobs, CODES)

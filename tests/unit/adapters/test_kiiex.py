@@ -3,6 +3,7 @@ session expiry and re-login, confirmation reads."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from adapters.base import ConfirmState
 from adapters.kiiex import CODES, KiiexAdapter
-from gateway.jobs import KiiexUserReport
+from gateway.jobs import KiiexQuote, KiiexUserReport
 from gateway.model import Outcome, Reason, UpstreamReply
 from simulators import ManualClock
 from simulators.faults import Fault
@@ -222,3 +223,69 @@ async def test_secrets_never_reach_the_reply_body(
     kiiex_sim.faults.inject(Fault("json", payload={**_envelope(0, None), "SessionToken": "s3cr3t"}))
     reply = await _cancel(adapter, kiiex_sim)
     assert "s3cr3t" not in repr(reply.body)
+
+
+async def _cancel_quote(adapter: KiiexAdapter, bid: int, ask: int, **ids: int) -> UpstreamReply:
+    return await adapter.cancel(
+        KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask, **ids), 5.0
+    )
+
+
+@pytest.mark.parametrize("as_strings", [False, True])
+async def test_quote_legs_each_normalize_through_the_table(
+    clock: ManualClock, as_strings: bool
+) -> None:
+    sim = KiiexSimulator(clock=clock, quote_results_as_strings=as_strings)
+    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    bid, ask = sim.add_quote_pair(instrument_id=5)
+    both = await _cancel_quote(adapter, bid, ask)
+    bid2, _ = sim.add_quote_pair(instrument_id=6)
+    one = await _cancel_quote(adapter, bid2, 999_999)
+    assert [(leg.leg, leg.outcome) for leg in both.legs] == [
+        ("bid", Outcome.ACCEPTED), ("ask", Outcome.ACCEPTED)
+    ]  # fmt: skip
+    assert [(leg.leg, leg.reason, leg.upstream_code) for leg in one.legs] == [
+        ("bid", Reason.UNSPECIFIED, "0"), ("ask", Reason.NOT_FOUND, "104")
+    ]  # fmt: skip
+    assert (sim.quote_state(bid), sim.quote_state(ask)) == (3, 3)
+    await adapter.aclose()
+
+
+async def test_quote_payload_sends_account_and_instrument_only_when_set() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/AuthenticateUser"):
+            return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+        bodies.append(json.loads(request.content))
+        leg = _envelope(0, None)
+        return httpx.Response(200, json={"BidResult": leg, "AskResult": leg})
+
+    adapter = _adapter(httpx.MockTransport(answer))
+    await _cancel_quote(adapter, 11, 12)
+    await _cancel_quote(adapter, 11, 12, account_id=7, instrument_id=3)
+    assert bodies == [
+        {"omsId": 1, "bidQuoteId": 11, "askQuoteId": 12},
+        {"omsId": 1, "bidQuoteId": 11, "askQuoteId": 12, "accountId": 7, "instrumentId": 3},
+    ]
+
+
+async def test_quote_confirmation_reads_open_quotes(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    bid, ask = kiiex_sim.add_quote_pair(instrument_id=5)
+    job = KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask, instrument_id=5)
+    before = await adapter.confirm(job, 5.0)
+    await adapter.cancel(job, 5.0)
+    after = await adapter.confirm(job, 5.0)
+    assert [check.state for check in before] == [ConfirmState.PENDING, ConfirmState.PENDING]
+    assert [check.state for check in after] == [ConfirmState.CONFIRMED, ConfirmState.CONFIRMED]
+
+
+async def test_quote_without_instrument_cannot_be_confirmed(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    bid, ask = kiiex_sim.add_quote_pair()
+    checks = await adapter.confirm(KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask), 5.0)
+    assert all(check.state is ConfirmState.PENDING for check in checks)
+    assert "instrument" in checks[0].detail
