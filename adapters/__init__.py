@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters import kiiex
+from adapters import kiiex, zuora
 from adapters.base import Upstream
 from gateway.config import OptionsParser
 
-_REGISTERED = (kiiex.UPSTREAM,)
+_REGISTERED = (kiiex.UPSTREAM, zuora.UPSTREAM)
 
 UPSTREAMS: Mapping[str, Upstream] = {upstream.name: upstream for upstream in _REGISTERED}
 

@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     jobs = cancel.add_subparsers(dest="job", required=True)
     report = jobs.add_parser("kiiex-report", help="KIIEX CancelUserReport")
     report.add_argument("user_report_id")
+    quote = jobs.add_parser("kiiex-quote", help="KIIEX CancelQuote (both legs)")
+    quote.add_argument("--oms-id", type=int, required=True)
+    quote.add_argument("--account-id", type=int)
+    quote.add_argument("--instrument-id", type=int)
+    quote.add_argument("bid_quote_id", type=int)
+    quote.add_argument("ask_quote_id", type=int)
+    run = jobs.add_parser("zuora-run", help="Zuora: cancel a report run")
+    run.add_argument("report_run_id")
     return parser
 
 
@@ -59,6 +67,18 @@ def _job_request(args: argparse.Namespace) -> gateway_pb2.CancelJobRequest:
     )
     if args.job == "kiiex-report":
         request.kiiex_user_report.user_report_id = args.user_report_id
+    elif args.job == "kiiex-quote":
+        request.kiiex_quote.CopyFrom(
+            gateway_pb2.KiiexQuote(
+                oms_id=args.oms_id,
+                account_id=args.account_id,
+                instrument_id=args.instrument_id,
+                bid_quote_id=args.bid_quote_id,
+                ask_quote_id=args.ask_quote_id,
+            )
+        )
+    else:
+        request.zuora_report_run.report_run_id = args.report_run_id
     return request
 
 

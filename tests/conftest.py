@@ -16,10 +16,15 @@ from gateway.server import GatewayServer
 from simulators import ManualClock
 from simulators.kiiex import KiiexSimulator
 
-KIIEX_ENV = {"KIIEX_USERNAME": "operator", "KIIEX_PASSWORD": "operator-pass"}
+KIIEX_ENV = {
+    "KIIEX_USERNAME": "operator",
+    "KIIEX_PASSWORD": "operator-pass",
+    "ZUORA_CLIENT_ID": "sim-client",
+    "ZUORA_CLIENT_SECRET": "sim-secret",
+}
 
 
-def kiiex_connection(base_url: str = "http://kiiex.sim", **overrides: Any) -> dict[str, Any]:
+def kiiex_connection(base_url: str | None = "http://kiiex.sim", **overrides: Any) -> dict[str, Any]:
     """A KIIEX connection table; an override of None removes that key."""
     table = {
         "upstream": "kiiex",
@@ -29,6 +34,19 @@ def kiiex_connection(base_url: str = "http://kiiex.sim", **overrides: Any) -> di
         "password_env": "KIIEX_PASSWORD",
         "retry": {"backoff_initial_seconds": 0.001, "backoff_max_seconds": 0.002},
         "confirm_interval_seconds": 0.01,
+        **overrides,
+    }
+    return {key: value for key, value in table.items() if value is not None}
+
+
+def zuora_connection(base_url: str | None = "http://zuora.sim", **overrides: Any) -> dict[str, Any]:
+    """A Zuora connection table; an override of None removes that key."""
+    table = {
+        "upstream": "zuora",
+        "base_url": base_url,
+        "client_id_env": "ZUORA_CLIENT_ID",
+        "client_secret_env": "ZUORA_CLIENT_SECRET",
+        "retry": {"backoff_initial_seconds": 0.001, "backoff_max_seconds": 0.002},
         **overrides,
     }
     return {key: value for key, value in table.items() if value is not None}

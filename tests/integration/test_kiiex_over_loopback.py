@@ -153,20 +153,20 @@ async def test_unknown_connection_is_failed_precondition(
     assert "kiiex-main" in error.message
 
 
-async def test_zuora_job_answers_unimplemented_not_a_crash(
-    gateway: tuple[Stub, GatewayServer],
+@pytest.mark.parametrize("connection", ["", "kiiex-main"])
+async def test_job_without_a_connection_of_its_upstream_is_failed_precondition(
+    gateway: tuple[Stub, GatewayServer], connection: str
 ) -> None:
     stub, _ = gateway
-    request = pb.CancelJobRequest(
-        zuora_report_run=pb.ZuoraReportRun(report_run_id="ff808081529f4e3401529fd61f080074")
-    )
+    run = pb.ZuoraReportRun(report_run_id="ff808081529f4e3401529fd61f080074")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(request)
+        await stub.CancelJob(pb.CancelJobRequest(zuora_report_run=run, connection=connection))
     error = rich_error(raised.value)
     assert (error.code, error.info.reason) == (
-        grpc.StatusCode.UNIMPLEMENTED,
-        "JOB_KIND_NOT_IMPLEMENTED",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "UNKNOWN_CONNECTION",
     )
+    assert "zuora" in error.message
 
 
 async def test_unreachable_upstream_is_failed_unavailable_and_retryable(

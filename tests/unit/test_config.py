@@ -93,7 +93,7 @@ def test_missing_upstream_names_the_key() -> None:
 def test_unknown_upstream_lists_the_choices() -> None:
     message = _error({"k": _minimal(upstream="bitstamp")})
     assert message.startswith("connections.k.upstream: ")
-    assert "['kiiex']" in message
+    assert "['kiiex', 'zuora']" in message
     assert "'bitstamp'" in message
 
 

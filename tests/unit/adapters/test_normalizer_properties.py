@@ -1,0 +1,145 @@
+"""Property: whatever an upstream answers (any JSON or bytes, any status, any headers), the
+adapter returns a well-formed reply and never raises."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.base import Adapter
+from adapters.kiiex import KiiexAdapter
+from adapters.zuora import ZuoraAdapter
+from gateway.jobs import Job, KiiexQuote, KiiexUserReport, ZuoraReportRun
+from gateway.model import Outcome, Reason, UpstreamReply
+from tests.conftest import kiiex_connection, make_config, zuora_connection
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Bodies shaped like the real ones are likelier to reach deep branches than random JSON.
+envelope_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "result": st.booleans() | st.none(),
+        "errorcode": st.integers(-5, 200) | st.text(max_size=4),
+        "errormsg": st.text(max_size=10) | st.none(),
+        "success": st.booleans() | st.none(),
+        "response": st.text(max_size=40) | json_values,
+        "reasons": st.lists(
+            st.fixed_dictionaries({}, optional={"code": st.integers() | st.text(max_size=9),
+                                                "message": st.text(max_size=10)}),
+            max_size=2,
+        ),
+    },
+)  # fmt: skip
+bodies = st.one_of(
+    json_values.map(lambda v: ("json", v)),
+    envelope_like.map(lambda v: ("json", v)),
+    st.fixed_dictionaries(
+        {"BidResult": envelope_like | st.text(max_size=30), "AskResult": json_values}
+    ).map(lambda v: ("json", v)),
+    st.binary(max_size=60).map(lambda v: ("bytes", v)),
+)
+headers = st.dictionaries(
+    st.sampled_from(["retry-after", "content-type", "x-other"]),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+    max_size=3,
+)
+answers = st.tuples(st.integers(200, 599), bodies, headers)
+
+
+def _transport(answer: tuple[int, tuple[str, Any], dict[str, str]]) -> httpx.MockTransport:
+    status, (kind, body), extra = answer
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/AuthenticateUser"):
+            return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+        if path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        if kind == "json":
+            return httpx.Response(status, json=body, headers=extra)
+        return httpx.Response(status, content=body, headers=extra)
+
+    return httpx.MockTransport(respond)
+
+
+def _run(
+    make: Callable[[httpx.AsyncBaseTransport], Adapter], job: Job, answer: Any
+) -> UpstreamReply:
+    async def call() -> UpstreamReply:
+        adapter = make(_transport(answer))
+        try:
+            return await adapter.cancel(job, timeout=1.0)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(call())
+
+
+def _assert_well_formed(reply: UpstreamReply, legs: list[str]) -> None:
+    assert [leg.leg for leg in reply.legs] == legs
+    for leg in reply.legs:
+        assert isinstance(leg.outcome, Outcome)
+        assert isinstance(leg.reason, Reason)
+        assert isinstance(leg.upstream_code, str)
+        assert leg.upstream_code
+    assert reply.retry_after is None or reply.retry_after >= 0
+
+
+def _kiiex(transport: httpx.AsyncBaseTransport) -> Adapter:
+    return KiiexAdapter(make_config({"k": kiiex_connection()}).connections["k"], transport)
+
+
+def _zuora(transport: httpx.AsyncBaseTransport) -> Adapter:
+    return ZuoraAdapter(make_config({"z": zuora_connection()}).connections["z"], transport)
+
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(answers)
+def test_kiiex_user_report_any_answer_is_an_envelope(answer: Any) -> None:
+    reply = _run(_kiiex, KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"), answer)
+    _assert_well_formed(reply, ["report"])
+
+
+@PROPERTY
+@given(answers)
+def test_kiiex_quote_any_answer_is_an_envelope(answer: Any) -> None:
+    reply = _run(_kiiex, KiiexQuote(oms_id=1, bid_quote_id=1, ask_quote_id=2), answer)
+    _assert_well_formed(reply, ["bid", "ask"])
+
+
+@PROPERTY
+@given(answers)
+def test_zuora_any_answer_is_an_envelope(answer: Any) -> None:
+    reply = _run(_zuora, ZuoraReportRun("ff808081529f4e3401529fd61f080074"), answer)
+    _assert_well_formed(reply, ["report_run"])
+
+
+@PROPERTY
+@given(json_values | st.integers(min_value=2**64) | st.text())
+def test_any_upstream_body_fits_the_response_message(body: Any) -> None:
+    from gateway.model import CancelResult
+    from gateway.service import response_to_proto
+
+    result = CancelResult(Outcome.FAILED, Reason.UNSPECIFIED, False, "", "kiiex", "op")
+    message = response_to_proto(
+        CancelResult(**{**result.__dict__, "upstream_response": body})
+    ).SerializeToString()
+    assert message
