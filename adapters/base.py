@@ -2,13 +2,21 @@
 upstreams, and the HTTP plumbing that turns transport failures into table keys.
 
 Adapters speak HTTP and return `gateway.model` objects; they never see gRPC or protobuf.
+
+Observation: `send` reports every HTTP exchange (operation, status class, seconds) to the
+`UpstreamObserver` the router binds around each adapter call with `observing(...)`; logins
+report through `token_refreshed`. A context variable carries the observer so adapters need
+no metrics plumbing; outside a bound call (unit tests, scripts) nothing is reported.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import json
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -129,15 +137,67 @@ def http_client(
     )
 
 
+class UpstreamObserver(Protocol):
+    """Told about one connection's upstream traffic (`gateway.metrics.ConnectionMetrics`)."""
+
+    def http_call(self, operation: str, status_class: str, seconds: float) -> None: ...
+
+    def token_refreshed(self, result: str) -> None: ...
+
+
+class _Unobserved:
+    def http_call(self, operation: str, status_class: str, seconds: float) -> None:
+        pass
+
+    def token_refreshed(self, result: str) -> None:
+        pass
+
+
+_UNOBSERVED = _Unobserved()
+_observer: contextvars.ContextVar[UpstreamObserver] = contextvars.ContextVar(
+    "upstream_observer", default=_UNOBSERVED
+)
+
+OPERATION = "cancelgw.operation"
+"""Request extension naming the upstream operation for metrics, e.g.
+`client.build_request(..., extensions={OPERATION: "DeleteReportRun"})`. Without it the
+operation is the HTTP method: never a path, which may hold an id, so the label stays bounded."""
+
+
+@contextlib.contextmanager
+def observing(observer: UpstreamObserver) -> Iterator[None]:
+    """Reports the HTTP calls and logins made inside the block to `observer`."""
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
+
+
+def token_refreshed(result: str) -> None:
+    """For adapters' login code: `ok`, `refused` (credentials refused) or `error`."""
+    _observer.get().token_refreshed(result)
+
+
+def operation_of(request: httpx.Request) -> str:
+    tagged = request.extensions.get(OPERATION)
+    return tagged if isinstance(tagged, str) and tagged else request.method
+
+
 async def send(client: httpx.AsyncClient, request: httpx.Request, timeout: float) -> httpx.Response:
     """Sends one request, raising UpstreamFailure for everything that is not an HTTP answer."""
     request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+    started, status_class = time.monotonic(), "error"
     try:
-        return await client.send(request)
+        response = await client.send(request)
+        status_class = f"{response.status_code // 100}xx"
+        return response
     except httpx.TimeoutException as error:
         raise UpstreamFailure(TIMEOUT, f"{type(error).__name__} after {timeout:.2f}s") from error
     except httpx.TransportError as error:
         raise UpstreamFailure(UNREACHABLE, f"{type(error).__name__}: {error}") from error
+    finally:
+        _observer.get().http_call(operation_of(request), status_class, time.monotonic() - started)
 
 
 def json_body(response: httpx.Response) -> JsonValue:

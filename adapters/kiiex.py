@@ -21,6 +21,7 @@ import httpx
 
 from adapters.base import (
     COMMON_CODES,
+    OPERATION,
     UNREADABLE,
     CodeTable,
     ConfirmState,
@@ -261,6 +262,7 @@ class KiiexAdapter:
                 f"{self._options.path_prefix}/{function}",
                 json=payload,
                 headers={self._options.token_header: session.token},
+                extensions={OPERATION: function},
             )
             response = await send(self._client, request, timeout)
             if attempt == 2 or not _says_not_authorized(response):
@@ -273,6 +275,7 @@ class KiiexAdapter:
             "POST",
             f"{self._options.path_prefix}/AuthenticateUser",
             json=self._options.login.payload(),
+            extensions={OPERATION: "AuthenticateUser"},
         )
         body = json_body(await send(self._client, request, timeout))
         token = body.get(self._options.token_field) if isinstance(body, dict) else None

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from adapters.base import token_refreshed
+
 Credential = TypeVar("Credential")
 
 
@@ -36,9 +38,22 @@ class SharedLogin(Generic[Credential]):
         async with self._lock:
             current = self._current
             if current is None or not self._is_fresh(current):
-                current = self._current = await self._login(timeout)
+                current = self._current = await self._reported_login(timeout)
                 self.logins += 1
             return current
+
+    async def _reported_login(self, timeout: float) -> Credential:
+        """One login, counted in `cancelgw_token_refreshes_total` of the connection."""
+        try:
+            credential = await self._login(timeout)
+        except AuthRefused:
+            token_refreshed("refused")
+            raise
+        except Exception:
+            token_refreshed("error")  # no usable answer: unreachable, timeout, unreadable
+            raise
+        token_refreshed("ok")
+        return credential
 
     def forget(self, stale: Credential) -> None:
         """Drops `stale` unless another caller already replaced it."""

@@ -15,6 +15,7 @@ import httpx
 
 from adapters.base import (
     COMMON_CODES,
+    OPERATION,
     UNREADABLE,
     CodeTable,
     LegCheck,
@@ -180,7 +181,7 @@ class ZuoraAdapter:
             raise TypeError(f"Zuora does not cancel {type(job).__name__}")
         path = f"{self._options.api_prefix}/reportruns/{job.report_run_id}"
         try:
-            return _reply(await self._authorized("DELETE", path, timeout))
+            return _reply(await self._authorized("DELETE", path, job.operation, timeout))
         except UpstreamFailure as failure:
             return failed_reply(CODES, (LEG,), failure.code, failure.message)
         except AuthRefused as refused:
@@ -190,14 +191,18 @@ class ZuoraAdapter:
         # A Zuora cancel answers CANCELED itself; the core confirms only ACCEPTED legs.
         return ()
 
-    async def _authorized(self, method: str, path: str, timeout: float) -> httpx.Response:
+    async def _authorized(
+        self, method: str, path: str, operation: str, timeout: float
+    ) -> httpx.Response:
         """One call with the shared token, refreshing it once on 401."""
         for attempt in (1, 2):
             token = await self._tokens.get(timeout)
             headers = {"Authorization": f"Bearer {token.value}"}
             if self._options.entity_ids:
                 headers["Zuora-Entity-Ids"] = self._options.entity_ids
-            request = self._client.build_request(method, path, headers=headers)
+            request = self._client.build_request(
+                method, path, headers=headers, extensions={OPERATION: operation}
+            )
             response = await send(self._client, request, timeout)
             if attempt == 2 or response.status_code != 401:
                 return response
@@ -210,7 +215,9 @@ class ZuoraAdapter:
             "client_secret": self._options.client_secret,
             "grant_type": "client_credentials",
         }
-        request = self._client.build_request("POST", "/oauth/token", data=form)
+        request = self._client.build_request(
+            "POST", "/oauth/token", data=form, extensions={OPERATION: "OAuthToken"}
+        )
         response = await send(self._client, request, timeout)
         if response.status_code in (400, 401, 403):
             raise AuthRefused(_token_error(response))

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from adapters import OPTION_PARSERS, code_tables_markdown
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import ConfigError, load_config
+from gateway.logs import configure_logging
 from gateway.server import GatewayServer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -136,10 +137,16 @@ async def _serve(config_path: Path | None) -> int:
     except ConfigError as error:
         print(f"error: configuration: {error}", file=sys.stderr)
         return 2
+    configure_logging(config.server.log_level)
     server = GatewayServer(config)
-    port = await server.start()
-    print(f"cancellation gateway serving on port {port}", flush=True)
-    await server.serve_until_signalled()
+    try:
+        port = await server.start()
+    except RuntimeError as error:  # the gRPC or the metrics port is taken
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    await server.serve_until_signalled(
+        ready=lambda: print(f"cancellation gateway serving on port {port}", flush=True)
+    )
     return 0
 
 

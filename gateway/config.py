@@ -116,6 +116,14 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class BreakerSettings:
+    """The circuit breaker of one connection (see `gateway.resilience.CircuitBreaker`)."""
+
+    failure_threshold: int = 5
+    reset_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class ConnectionSettings:
     """One named upstream connection; `options` holds what only its adapter understands."""
 
@@ -129,12 +137,19 @@ class ConnectionSettings:
     confirm_timeout: float
     confirm_interval: float
     options: Any = field(repr=False)
+    breaker: BreakerSettings = BreakerSettings()
+
+
+LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str = "127.0.0.1:50051"
     shutdown_grace: float = 5.0
+    # Off unless set: a fixed default port would collide wherever two gateways share a host.
+    metrics_listen: str = ""
+    log_level: str = "INFO"
 
 
 @dataclass(frozen=True)
@@ -154,14 +169,30 @@ OptionsParser = Callable[[Table], Any]
 """Reads an upstream's own keys from a connection table (adapter-specific settings)."""
 
 
-def _server(table: Table) -> ServerSettings:
-    settings = ServerSettings(
-        listen=table.string("listen", ServerSettings.listen),
-        shutdown_grace=table.seconds("shutdown_grace_seconds", ServerSettings.shutdown_grace),
-    )
-    host, _, port = settings.listen.rpartition(":")
+def _address(table: Table, name: str, default: str, optional: bool = False) -> str:
+    """A `host:port` key; port 0 asks the OS for a free port; "" turns an optional one off."""
+    value = table.string(name, default)
+    if optional and not value:
+        return ""
+    host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{table.key('listen')}: expected host:port, got {settings.listen!r}")
+        raise ConfigError(f"{table.key(name)}: expected host:port, got {value!r}")
+    return value
+
+
+def _server(table: Table) -> ServerSettings:
+    defaults = ServerSettings()
+    settings = ServerSettings(
+        listen=_address(table, "listen", defaults.listen),
+        shutdown_grace=table.seconds("shutdown_grace_seconds", defaults.shutdown_grace),
+        metrics_listen=_address(table, "metrics_listen", "", optional=True),
+        log_level=table.choice("log_level", LOG_LEVELS, "info"),
+    )
+    listen_port = settings.listen.rpartition(":")[2]
+    if settings.metrics_listen.rpartition(":")[2] == listen_port != "0":
+        raise ConfigError(
+            f"{table.key('metrics_listen')}: must not share port {listen_port} with server.listen"
+        )
     table.finish()
     return settings
 
@@ -172,6 +203,16 @@ def _retry(table: Table) -> RetrySettings:
         max_attempts=table.integer("max_attempts", defaults.max_attempts, maximum=10),
         backoff_initial=table.seconds("backoff_initial_seconds", defaults.backoff_initial),
         backoff_max=table.seconds("backoff_max_seconds", defaults.backoff_max),
+    )
+    table.finish()
+    return settings
+
+
+def _breaker(table: Table) -> BreakerSettings:
+    defaults = BreakerSettings()
+    settings = BreakerSettings(
+        failure_threshold=table.integer("failure_threshold", defaults.failure_threshold),
+        reset_seconds=table.seconds("reset_seconds", defaults.reset_seconds),
     )
     table.finish()
     return settings
@@ -192,6 +233,7 @@ def _connection(
         confirm_timeout=table.seconds("confirm_timeout_seconds", 10.0),
         confirm_interval=table.seconds("confirm_interval_seconds", 0.25),
         options=parse_options(table),
+        breaker=_breaker(table.table("breaker")),
     )
     table.finish()
     return settings

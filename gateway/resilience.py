@@ -1,17 +1,19 @@
 """Pure policies for calling upstreams: deadline budget, backoff with jitter, retry decision,
-and the bulkhead that bounds in-flight calls per connection. No network in here."""
+the bulkhead that bounds in-flight calls per connection, and the circuit breaker that stops
+calling an upstream that keeps failing. No network in here."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 import random
 import time
 from collections.abc import Callable
 
-from gateway.config import RetrySettings
+from gateway.config import BreakerSettings, RetrySettings
 from gateway.errors import DeadlineExceeded
-from gateway.model import UpstreamReply
+from gateway.model import Reason, UpstreamReply
 
 Clock = Callable[[], float]
 
@@ -84,3 +86,80 @@ class Bulkhead:
 
     def release(self) -> None:
         self._slots.release()
+
+
+# Only these say the upstream itself is in trouble; a refusal (not found, unauthorized, rate
+# limited) is an upstream that answers, and calling it more is fine.
+OUTAGE_REASONS = frozenset({Reason.UPSTREAM_UNAVAILABLE, Reason.UPSTREAM_ERROR, Reason.TIMEOUT})
+
+
+def is_outage(reply: UpstreamReply) -> bool:
+    """Every leg failed for a reason that says the upstream is down or broken."""
+    return bool(reply.legs) and all(leg.reason in OUTAGE_REASONS for leg in reply.legs)
+
+
+class CircuitState(enum.IntEnum):
+    """Values are what `cancelgw_circuit_state` exports."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Closed until `failure_threshold` outages in a row; then open (no calls) for
+    `reset_seconds`; then half-open: one trial call decides between closed and open again.
+
+    Not thread-safe, and needs not be: it lives on the event loop. `state` only reads, so a
+    metrics scrape from another thread may call it.
+    """
+
+    def __init__(self, settings: BreakerSettings, clock: Clock = time.monotonic) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._trial_running = False
+
+    @property
+    def state(self) -> CircuitState:
+        if self._opened_at is None:
+            return CircuitState.CLOSED
+        if self._clock() - self._opened_at < self._settings.reset_seconds:
+            return CircuitState.OPEN
+        return CircuitState.HALF_OPEN
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def retry_in(self) -> float:
+        """Seconds until a trial call may go out (0 when one may go now or is under way)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._opened_at + self._settings.reset_seconds - self._clock())
+
+    def allow(self) -> bool:
+        """Whether a call may go out now. In half-open, it grants the one trial call: the
+        caller must then `record` its result or `abandon` it."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.OPEN or self._trial_running:
+            return False
+        self._trial_running = True
+        return True
+
+    def record(self, outage: bool) -> None:
+        """The result of an allowed call: an outage (see `is_outage`) or an answer."""
+        trial, self._trial_running = self._trial_running, False
+        if not outage:
+            self._failures, self._opened_at = 0, None
+            return
+        self._failures += 1
+        if trial or self._failures >= self._settings.failure_threshold:
+            self._opened_at = self._clock()
+
+    def abandon(self) -> None:
+        """An allowed call ended without an answer (cancelled): it proves nothing either way."""
+        self._trial_running = False

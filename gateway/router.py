@@ -12,43 +12,70 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from adapters.base import Adapter, ConfirmState, LegCheck
+from adapters.base import Adapter, ConfirmState, LegCheck, observing
 from gateway.config import Config, ConnectionSettings
 from gateway.errors import DeadlineExceeded, JobKindNotImplemented, UnknownConnection
 from gateway.jobs import CancelRequest, Job
+from gateway.metrics import ConnectionMetrics, Metrics, job_labels
 from gateway.model import CancelResult, LegResult, Outcome, Reason, UpstreamReply
 from gateway.outcomes import aggregate, describe
-from gateway.resilience import Bulkhead, Deadline, retry_delay
+from gateway.resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    Clock,
+    Deadline,
+    is_outage,
+    retry_delay,
+)
 
 
 @dataclass
 class Route:
-    """A configured connection with its live adapter and its in-flight bound."""
+    """A configured connection with its live adapter, its in-flight bound and its breaker."""
 
     settings: ConnectionSettings
     adapter: Adapter
     bulkhead: Bulkhead
+    breaker: CircuitBreaker
+    metrics: ConnectionMetrics
 
 
 @dataclass
 class _Calls:
-    """What the upstream calls of one CancelJob added up to."""
+    """What the upstream calls of one CancelJob added up to; no reply when the circuit
+    breaker refused the first attempt."""
 
-    reply: UpstreamReply
-    attempts: int
-    latency: float
+    reply: UpstreamReply | None = None
+    attempts: int = 0
+    latency: float = 0.0
 
 
 class Router:
     def __init__(
-        self, config: Config, adapters: Mapping[str, Adapter], supported_jobs: frozenset[type]
+        self,
+        config: Config,
+        adapters: Mapping[str, Adapter],
+        supported_jobs: frozenset[type],
+        metrics: Metrics | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._config = config
         self._supported_jobs = tuple(supported_jobs)
+        self._metrics = metrics or Metrics()
         self._routes = {
-            name: Route(settings, adapters[name], Bulkhead(settings.max_in_flight))
+            name: self._new_route(settings, adapters[name], clock)
             for name, settings in config.connections.items()
         }
+
+    def _new_route(self, settings: ConnectionSettings, adapter: Adapter, clock: Clock) -> Route:
+        breaker = CircuitBreaker(settings.breaker, clock)
+        metrics = self._metrics.connection(
+            settings.name,
+            operations=sorted({job_labels(job)[1] for job in adapter.jobs}),
+            in_flight_limit=settings.max_in_flight,
+            circuit_state=lambda: breaker.state.value,
+        )
+        return Route(settings, adapter, Bulkhead(settings.max_in_flight), breaker, metrics)
 
     @property
     def routes(self) -> Mapping[str, Route]:
@@ -78,9 +105,30 @@ class Router:
         return route
 
     async def cancel(self, request: CancelRequest, deadline: Deadline) -> CancelResult:
-        route = self.route(request.job, request.connection)
+        return await self.cancel_on(self.route(request.job, request.connection), request, deadline)
+
+    async def cancel_on(
+        self, route: Route, request: CancelRequest, deadline: Deadline
+    ) -> CancelResult:
+        """Cancels on a route already chosen by `route()` (the edge logs which one)."""
+        started = time.monotonic()
         calls = await self._call_with_retries(route, request.job, deadline)
-        legs = calls.reply.legs
+        if calls.reply is None:
+            result = _circuit_open(route, request)
+        else:
+            result = await self._result(route, request, calls, calls.reply, deadline)
+        self._metrics.job_finished(result, time.monotonic() - started)
+        return result
+
+    async def _result(
+        self,
+        route: Route,
+        request: CancelRequest,
+        calls: _Calls,
+        reply: UpstreamReply,
+        deadline: Deadline,
+    ) -> CancelResult:
+        legs = reply.legs
         if request.wait_for_confirmation and any(leg.outcome is Outcome.ACCEPTED for leg in legs):
             legs = await self._confirm(route, request.job, legs, deadline)
         outcome, reason, retryable = aggregate(legs)
@@ -95,27 +143,49 @@ class Router:
             attempts=calls.attempts,
             upstream_latency=calls.latency,
             request_id=request.request_id,
-            upstream_response=calls.reply.body,
+            upstream_response=reply.body,
         )
 
     async def _call_with_retries(self, route: Route, job: Job, deadline: Deadline) -> _Calls:
-        attempt, latency = 0, 0.0
+        calls = _Calls()
         while True:
-            attempt += 1
-            timeout = deadline.budget(route.settings.timeout, f"{job.operation} attempt {attempt}")
-            await route.bulkhead.acquire(deadline)
-            started = time.monotonic()
-            try:
-                reply = await route.adapter.cancel(job, timeout)
-            finally:
-                route.bulkhead.release()
-                latency += time.monotonic() - started
+            reply = await self._attempt(route, job, calls, deadline)
+            if reply is None:  # the circuit opened: the last real answer, if any, stands
+                return calls
+            calls.reply = reply
             if deadline.expired:
                 raise DeadlineExceeded(f"the caller's deadline passed during {job.operation}")
-            delay = retry_delay(reply, attempt, route.settings.retry, deadline)
+            delay = retry_delay(reply, calls.attempts, route.settings.retry, deadline)
             if delay is None:
-                return _Calls(reply, attempt, latency)
+                return calls
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, route: Route, job: Job, calls: _Calls, deadline: Deadline
+    ) -> UpstreamReply | None:
+        """One upstream call within the bulkhead, or None when the breaker refuses it."""
+        timeout = deadline.budget(
+            route.settings.timeout, f"{job.operation} attempt {calls.attempts + 1}"
+        )
+        if not route.breaker.allow():
+            return None
+        try:
+            await route.bulkhead.acquire(deadline)
+            calls.attempts += 1
+            if calls.attempts > 1:
+                route.metrics.retried(job.operation)
+            started = time.monotonic()
+            try:
+                with route.metrics.in_flight(), observing(route.metrics):
+                    reply = await route.adapter.cancel(job, timeout)
+            finally:
+                route.bulkhead.release()
+                calls.latency += time.monotonic() - started
+        except BaseException:
+            route.breaker.abandon()  # no answer (deadline, cancellation): proves nothing
+            raise
+        route.breaker.record(outage=is_outage(reply))
+        return reply
 
     async def _confirm(
         self, route: Route, job: Job, legs: tuple[LegResult, ...], deadline: Deadline
@@ -126,13 +196,18 @@ class Router:
         while True:
             timeout = min(route.settings.timeout, window.remaining())
             if timeout > 0:
-                checks.update({c.leg: c for c in await route.adapter.confirm(job, timeout)})
-            settled = all(
-                checks.get(leg.leg, _UNCHECKED).state is not ConfirmState.PENDING
+                with observing(route.metrics):
+                    checks.update({c.leg: c for c in await route.adapter.confirm(job, timeout)})
+            states = [
+                checks.get(leg.leg, _UNCHECKED).state
                 for leg in legs
                 if leg.outcome is Outcome.ACCEPTED
-            )
-            if settled or window.remaining() <= route.settings.confirm_interval:
+            ]
+            if (
+                ConfirmState.PENDING not in states
+                or window.remaining() <= route.settings.confirm_interval
+            ):
+                self._metrics.confirmed(job.upstream, _confirmation(states))
                 return tuple(_confirmed(leg, checks.get(leg.leg, _UNCHECKED)) for leg in legs)
             await asyncio.sleep(route.settings.confirm_interval)
 
@@ -146,3 +221,29 @@ def _confirmed(leg: LegResult, check: LegCheck) -> LegResult:
     if check.state is ConfirmState.CONFIRMED:
         return replace(leg, outcome=Outcome.CANCELED, detail=check.detail)
     return replace(leg, reason=Reason.NOT_CONFIRMED, detail=check.detail or _UNCHECKED.detail)
+
+
+def _confirmation(states: list[ConfirmState]) -> str:
+    """One `cancelgw_confirmations_total` result for the job: refuted beats not confirmed."""
+    if ConfirmState.REFUTED in states:
+        return "refuted"
+    return "confirmed" if all(s is ConfirmState.CONFIRMED for s in states) else "not_confirmed"
+
+
+def _circuit_open(route: Route, request: CancelRequest) -> CancelResult:
+    """The envelope when the breaker kept the upstream from being called at all."""
+    breaker, job = route.breaker, request.job
+    wait = breaker.retry_in()
+    after = f"a trial call in {wait:.0f}s" if wait else "a trial call is under way"
+    return CancelResult(
+        outcome=Outcome.FAILED,
+        reason=Reason.UPSTREAM_UNAVAILABLE,
+        retryable=True,
+        message=(
+            f"circuit open for connection {route.settings.name}: {job.upstream} failed "
+            f"{breaker.consecutive_failures} times in a row, so it was not called; {after}"
+        ),
+        upstream=job.upstream,
+        operation=job.operation,
+        request_id=request.request_id,
+    )

@@ -44,7 +44,7 @@ class Sandbox:
 def sandbox_config(listen: str, kiiex_url: str, zuora_url: str) -> dict[str, Any]:
     confirmation = {"confirm_timeout_seconds": 5, "confirm_interval_seconds": 0.2}
     return {
-        "server": {"listen": listen, "shutdown_grace_seconds": 2},
+        "server": {"listen": listen, "shutdown_grace_seconds": 2, "metrics_listen": "127.0.0.1:0"},
         "connections": {
             "kiiex-sandbox": {
                 "upstream": "kiiex",
@@ -101,6 +101,8 @@ Try it from another shell (same checkout):
       -> FAILED with REASON_NOT_FOUND
   grpcurl -plaintext -d '{{"kiiex_user_report": {{"user_report_id": "{EXAMPLE_REPORT}"}}}}' \\
       {box.target} cancellation.v1.CancellationGateway/CancelJob
+
+Prometheus metrics: curl http://127.0.0.1:{box.server.metrics_port}/metrics
 """
 
 

@@ -1,26 +1,47 @@
 """The composition root: builds adapters from config, the router, and the grpc.aio server
-with health checking and reflection; stops gracefully."""
+with health checking, reflection and metrics (interceptor plus a Prometheus endpoint);
+stops gracefully."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import httpx
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from adapters import SUPPORTED_JOBS, UPSTREAMS
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import Config
+from gateway.interceptors import MetricsInterceptor
+from gateway.metrics import Metrics, job_labels, possible_results
 from gateway.router import Router
 from gateway.service import CancellationService
 
-SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"].full_name
+SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"]
+SERVICE_NAME = SERVICE.full_name
+# Every service the server registers, for the gRPC metrics' start-up series.
+SERVICES = (
+    SERVICE,
+    health_pb2.DESCRIPTOR.services_by_name["Health"],
+    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+)
 log = logging.getLogger(__name__)
+
+
+def prepare_job_metrics(metrics: Metrics, config: Config) -> None:
+    """Creates the job series of every job kind the configured connections can serve."""
+    for name in sorted({c.upstream for c in config.connections.values()}):
+        upstream = UPSTREAMS[name]
+        results = possible_results(upstream.codes.values())
+        for job in upstream.jobs:
+            metrics.prepare_job(*job_labels(job), results)
 
 
 class GatewayServer:
@@ -30,13 +51,15 @@ class GatewayServer:
         self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
     ) -> None:
         self.config = config
+        self.metrics = Metrics()
         adapters = {
             name: UPSTREAMS[settings.upstream].connect(settings, (transports or {}).get(name))
             for name, settings in config.connections.items()
         }
-        self.router = Router(config, adapters, SUPPORTED_JOBS)
+        self.router = Router(config, adapters, SUPPORTED_JOBS, self.metrics)
+        prepare_job_metrics(self.metrics, config)
         self.health = health.aio.HealthServicer()
-        self._server = grpc.aio.server()
+        self._server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics, SERVICES)])
         gateway_pb2_grpc.add_CancellationGatewayServicer_to_server(
             CancellationService(self.router), self._server
         )
@@ -45,28 +68,64 @@ class GatewayServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self.port = 0
+        self.metrics_port: int | None = None
+        self._metrics_http: WSGIServer | None = None
 
     async def start(self) -> int:
-        """Binds and starts serving; returns the bound port (useful with port 0)."""
-        self.port = self._server.add_insecure_port(self.config.server.listen)
-        await self._server.start()
+        """Binds and starts serving (metrics endpoint first, so a gateway never serves
+        unobserved); returns the bound gRPC port (useful with port 0)."""
+        self._serve_metrics()
+        try:
+            self.port = self._server.add_insecure_port(self.config.server.listen)
+            await self._server.start()
+        except BaseException:
+            await self._stop_metrics()
+            raise
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish within the grace, then closes."""
+        """Reports NOT_SERVING, lets in-flight calls finish within the grace, then closes.
+        The metrics endpoint goes last, so the drain itself can be scraped."""
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.server.shutdown_grace if grace is None else grace)
         for route in self.router.routes.values():
             await route.adapter.aclose()
+        await self._stop_metrics()
 
-    async def serve_until_signalled(self) -> None:
-        """Runs until SIGTERM or SIGINT, then stops gracefully."""
+    def _serve_metrics(self) -> None:
+        """Serves /metrics from a thread of prometheus_client, off the event loop."""
+        address = self.config.server.metrics_listen
+        if not address:
+            return
+        host, _, port = address.rpartition(":")
+        try:
+            httpd, _ = prometheus_client.start_http_server(
+                int(port), host.strip("[]"), registry=self.metrics.registry
+            )
+        except OSError as error:
+            raise RuntimeError(f"cannot serve metrics on {address}: {error.strerror}") from error
+        self._metrics_http = httpd
+        self.metrics_port = httpd.server_port
+
+    async def _stop_metrics(self) -> None:
+        httpd, self._metrics_http = self._metrics_http, None
+        if httpd is not None:
+            # shutdown() waits for the serving thread's next poll: not on the event loop.
+            await asyncio.to_thread(httpd.shutdown)
+            httpd.server_close()
+
+    async def serve_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
+        """Runs until SIGTERM or SIGINT, then stops gracefully. `ready` runs once the signal
+        handlers are in place: announcing readiness earlier lets a quick SIGTERM kill the
+        process instead of draining it."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
+        if ready is not None:
+            ready()
         await stopping.wait()
         log.info(
             "stopping: draining in-flight calls", extra={"grace": self.config.server.shutdown_grace}

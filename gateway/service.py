@@ -7,7 +7,12 @@ status here, in one place: the code named by the error, a `google.rpc.ErrorInfo`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 
 import grpc
@@ -19,12 +24,14 @@ from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import NAME
 from gateway.errors import FieldViolation, GatewayError, InvalidArgument
 from gateway.jobs import CancelRequest, Job, KiiexQuote, KiiexUserReport, ZuoraReportRun
+from gateway.metrics import label
 from gateway.model import CancelResult, JsonValue, LegResult
 from gateway.resilience import Deadline
 from gateway.router import Router
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+log = logging.getLogger(__name__)
 
 
 def job_from_proto(request: gateway_pb2.CancelJobRequest) -> Job:
@@ -143,6 +150,50 @@ def _sane_request_id(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID and value.isprintable()
 
 
+def result_fields(result: CancelResult) -> dict[str, object]:
+    """What the log line says of an envelope; the upstream's body stays out of logs."""
+    return {
+        "upstream": result.upstream,
+        "operation": result.operation,
+        "outcome": label(result.outcome),
+        "reason": label(result.reason),
+        "retryable": result.retryable,
+        "attempts": result.attempts,
+        "upstream_latency_ms": round(result.upstream_latency * 1000, 1),
+        "detail": result.message,
+    }
+
+
+@contextlib.contextmanager
+def call_log(
+    request: gateway_pb2.CancelJobRequest, request_id: str, context: grpc.aio.ServicerContext
+) -> Iterator[dict[str, object]]:
+    """The one log line of a CancelJob: the call fills it in; it is written however it ends."""
+    started = time.monotonic()
+    line: dict[str, object] = {
+        "request_id": request_id,
+        "caller": context.peer(),
+        "job": request.WhichOneof("job") or "",
+        "connection": request.connection,
+        "grpc_code": "OK",
+    }
+    failure: Exception | None = None
+    try:
+        yield line
+    except asyncio.CancelledError:
+        line["grpc_code"] = "CANCELLED"  # the caller went away, or its deadline passed
+        raise
+    except grpc.aio.AbortError:
+        raise  # a gateway error, already in the line
+    except Exception as error:
+        line["grpc_code"], failure = "UNKNOWN", error  # a bug: the line carries the traceback
+        raise
+    finally:
+        line["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+        level = logging.ERROR if failure else logging.INFO
+        log.log(level, "cancel_job", extra=line, exc_info=failure)
+
+
 class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
     def __init__(self, router: Router) -> None:
         self._router = router
@@ -152,10 +203,18 @@ class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
     ) -> gateway_pb2.CancelJobResponse:
         request_id = request_id_of(context)
         await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-        try:
-            cancel = request_from_proto(request, request_id)
-            result = await self._router.cancel(cancel, Deadline(context.time_remaining()))
-        except GatewayError as error:
-            await context.abort_with_status(rich_status(error))
-            raise AssertionError("abort_with_status returned") from error  # pragma: no cover
-        return response_to_proto(result)
+        with call_log(request, request_id, context) as line:
+            try:
+                cancel = request_from_proto(request, request_id)
+                route = self._router.route(cancel.job, cancel.connection)
+                line["connection"] = route.settings.name
+                deadline = Deadline(context.time_remaining())
+                result = await self._router.cancel_on(route, cancel, deadline)
+            except GatewayError as error:
+                line.update(
+                    grpc_code=error.status_code, error_reason=error.reason, detail=error.message
+                )
+                await context.abort_with_status(rich_status(error))
+                raise AssertionError("abort_with_status returned") from error  # pragma: no cover
+            line.update(result_fields(result))
+            return response_to_proto(result)

@@ -1,0 +1,151 @@
+"""The gRPC server interceptor that counts every RPC as go-grpc-prometheus does.
+
+It wraps each method's behaviour, so it sees the final status code: a normal return (OK, or
+what `set_code` chose), `context.abort*` (AbortError, the code set on the context), an
+unhandled exception (UNKNOWN) and a cancelled handler (DEADLINE_EXCEEDED or CANCELLED).
+Health checks and reflection are counted too: they are real RPCs a prober or a client makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from gateway.metrics import Metrics
+
+# Label values as go-grpc-prometheus writes them (Go's code names), so dashboards built for
+# it (`grpc_code!="OK"`, `grpc_code="Unavailable"`) work unchanged.
+GRPC_CODE_NAMES = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+Behavior = Callable[..., Any]
+
+
+def grpc_type(client_streaming: bool, server_streaming: bool) -> str:
+    if client_streaming:
+        return "bidi_stream" if server_streaming else "client_stream"
+    return "server_stream" if server_streaming else "unary"
+
+
+def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status the client gets, judged once the handler has returned or raised."""
+    # A cancelled handler, or a response stream closed before its end.
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code: grpc.StatusCode | None = context.code()
+    if code is not None:
+        return code
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts `grpc_server_started_total`, `grpc_server_handled_total` and
+    `grpc_server_handling_seconds` for every RPC; series exist from start for `services`."""
+
+    def __init__(self, metrics: Metrics, services: Iterable[ServiceDescriptor]) -> None:
+        self._metrics = metrics
+        codes = GRPC_CODE_NAMES.values()
+        for service in services:
+            for method in service.methods:
+                kind = grpc_type(method.client_streaming, method.server_streaming)
+                metrics.prepare_grpc(kind, service.full_name, method.name, codes)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # no such method: grpc answers UNIMPLEMENTED on its own
+            return None
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        kind = grpc_type(handler.request_streaming, handler.response_streaming)
+        labels = (kind, service, method)
+        return _wrap(handler, lambda context: self._observed(labels, context))
+
+    @contextlib.contextmanager
+    def _observed(
+        self, labels: tuple[str, str, str], context: grpc.aio.ServicerContext
+    ) -> Iterator[None]:
+        self._metrics.grpc_started.labels(*labels).inc()
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            code = GRPC_CODE_NAMES.get(final_code(context, error), "Unknown")
+            self._metrics.grpc_handled.labels(*labels, code).inc()
+            self._metrics.grpc_handling.labels(*labels).observe(time.monotonic() - started)
+
+
+Observe = Callable[[grpc.aio.ServicerContext], contextlib.AbstractContextManager[None]]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, observe: Observe) -> grpc.RpcMethodHandler:
+    """The same handler, its behaviour run inside `observe`; kept as is when not async."""
+    if handler.unary_unary:
+        factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+    elif handler.unary_stream:
+        factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+    elif handler.stream_unary:
+        factory, behavior = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+    else:
+        factory, behavior = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+    wrapped = _observed_behavior(behavior, observe)
+    if wrapped is None:
+        return handler
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _observed_behavior(behavior: Behavior, observe: Observe) -> Behavior | None:
+    # grpc.aio iterates an async generator and awaits a coroutine (which may use
+    # context.write): the wrapper must be of the same kind as what it wraps.
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            with observe(context):
+                async for response in behavior(request, context):
+                    yield response
+
+        return stream
+    if inspect.iscoroutinefunction(behavior):
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with observe(context):
+                return await behavior(request, context)
+
+        return call
+    return None
