@@ -9,13 +9,31 @@ BIN    := $(VENV)/bin
 PROTO  := protos/cancellation/v1/gateway.proto
 STUBS  := cancellation/v1/gateway_pb2.py
 
-.PHONY: run test lint proto bench readme clean
+.PHONY: run test tools lint proto bench readme clean
 
 run: $(BIN)/.installed
 	$(BIN)/cancelgw sandbox
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# promtool (Debian package `prometheus`) checks the alert rules and the live /metrics in the
+# tests. Installed when missing and we are root with apt-get (CI, containers); a
+# policy-rc.d keeps the package's own Prometheus server from starting during the install.
+tools:
+	@command -v promtool >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "error: promtool is missing: install the Debian package 'prometheus'" \
+	       "(apt-get install prometheus) or put promtool on PATH" >&2; exit 1; \
+	fi; \
+	echo "installing promtool (Debian package prometheus)"; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	  trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM; \
+	  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	fi; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "error: installing the Debian package 'prometheus' did not provide promtool" >&2; exit 1; }
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,0 +1,70 @@
+"""What the deploy tests share: the repo's deploy files, promtool, and the metric names a
+PromQL expression reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "cancellation-gateway.json"
+
+# Prometheus writes `up` itself for every scrape target; no exporter exports it.
+SYNTHETIC_METRICS = frozenset({"up"})
+
+_PROMQL_WORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
+    | {"bool", "offset", "inf", "nan"}
+)
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs promtool; a missing promtool fails the test, never skips it."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is not installed: `make test` installs it (Debian package 'prometheus'), "
+            "or run `apt-get install prometheus`"
+        )
+    return subprocess.run(
+        [path, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def yaml_documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def alert_expressions() -> list[str]:
+    rules = [rule for group in yaml_documents(ALERTS)[0]["groups"] for rule in group["rules"]]
+    return [str(rule["expr"]) for rule in rules]
+
+
+def dashboard_expressions() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", ())]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads: identifiers that are neither functions,
+    keywords, label names inside {} or by (...), nor Grafana variables."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings: label values, regexes
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range and subquery windows
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\$\w+", "", expr)  # $__rate_interval and other Grafana variables
+    names = set()
+    for token in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", expr):
+        is_function = expr[token.end() :].lstrip().startswith("(")
+        if not is_function and token.group().lower() not in _PROMQL_WORDS:
+            names.add(token.group())
+    return names
