@@ -240,6 +240,10 @@ def retry_after(response: httpx.Response) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def status_key(status: int) -> str:
-    """`HTTP 404`, or the class (`HTTP 5xx`) for statuses a table lists by class."""
-    return f"HTTP {status}" if status < 500 else "HTTP 5xx"
+def status_key(table: CodeTable, status: int) -> str:
+    """The table's row for an HTTP status: `HTTP 404` when listed, else `HTTP 5xx` for server
+    errors, else `HTTP other` (every adapter table has both class rows)."""
+    listed = f"HTTP {status}"
+    if listed in table:
+        return listed
+    return "HTTP 5xx" if status >= 500 else "HTTP other"

@@ -338,9 +338,11 @@ def _reply(response: httpx.Response, legs: tuple[str, ...]) -> UpstreamReply:
     except UpstreamFailure as failure:
         if response.is_success:
             return failed_reply(CODES, legs, UNREADABLE, failure.message, raw_text(response))
-        return _http_failure(response, legs, status_key(response.status_code))
+        return _http_failure(response, legs, status_key(CODES, response.status_code))
     if not response.is_success and _envelope(body)[0] in (UNREADABLE, "0"):
-        return _http_failure(response, legs, status_key(response.status_code), redacted(body))
+        return _http_failure(
+            response, legs, status_key(CODES, response.status_code), redacted(body)
+        )
     if legs == ("report",):
         return UpstreamReply((_leg("report", body),), redacted(body))
     if not isinstance(body, dict):
@@ -353,9 +355,8 @@ def _reply(response: httpx.Response, legs: tuple[str, ...]) -> UpstreamReply:
 
 
 def _http_failure(
-    response: httpx.Response, legs: tuple[str, ...], code: str, body: JsonValue = None
+    response: httpx.Response, legs: tuple[str, ...], key: str, body: JsonValue = None
 ) -> UpstreamReply:
-    key = code if code in CODES else "HTTP other"
     status = f"HTTP {response.status_code}"
     reply = failed_reply(CODES, legs, key, status, body or raw_text(response), status)
     return UpstreamReply(reply.legs, reply.body, retry_after(response))

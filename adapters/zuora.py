@@ -139,7 +139,7 @@ def _signal(response: httpx.Response, body: JsonValue) -> tuple[str, str, str]:
         key = category if category in CODES else OTHER_CATEGORY
         return key, str(code), message
     if not response.is_success:
-        return _failure_key(response.status_code), f"HTTP {response.status_code}", ""
+        return status_key(CODES, response.status_code), f"HTTP {response.status_code}", ""
     if not isinstance(body, dict) or body.get("success") is not True:
         return UNREADABLE, UNREADABLE, "no {success, response} envelope"
     text = str(body.get("response") or "")
@@ -153,7 +153,7 @@ def _reply(response: httpx.Response) -> UpstreamReply:
     try:
         body = json_body(response)
     except UpstreamFailure:
-        key = UNREADABLE if response.is_success else _failure_key(response.status_code)
+        key = UNREADABLE if response.is_success else status_key(CODES, response.status_code)
         shown = f"HTTP {response.status_code}"
         reply = failed_reply(CODES, (LEG,), key, "body is not JSON", raw_text(response), shown)
         return UpstreamReply(reply.legs, reply.body, retry_after(response))
@@ -222,7 +222,7 @@ class ZuoraAdapter:
         if response.status_code in (400, 401, 403):
             raise AuthRefused(_token_error(response))
         if not response.is_success:
-            raise UpstreamFailure(_failure_key(response.status_code), _token_error(response))
+            raise UpstreamFailure(status_key(CODES, response.status_code), _token_error(response))
         body = json_body(response)
         token = body.get("access_token") if isinstance(body, dict) else None
         lifetime = body.get("expires_in") if isinstance(body, dict) else None
@@ -230,11 +230,6 @@ class ZuoraAdapter:
             raise UpstreamFailure(UNREADABLE, "oauth/token: no access_token/expires_in")
         refresh_in = max(0.0, float(lifetime) - self._options.token_refresh_margin)
         return _Token(token, time.monotonic() + refresh_in)
-
-
-def _failure_key(status: int) -> str:
-    key = status_key(status)
-    return key if key in CODES else "HTTP other"
 
 
 def _token_error(response: httpx.Response) -> str:
