@@ -1,5 +1,5 @@
-"""Property: whatever an upstream answers (any JSON or bytes, any status, any headers), the
-adapter returns a well-formed reply and never raises."""
+"""Property: whatever an upstream answers (any JSON or bytes, any status, any headers), or
+when it does not answer at all, the adapter returns a well-formed reply and never raises."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -143,3 +144,39 @@ def test_any_upstream_body_fits_the_response_message(body: Any) -> None:
         CancelResult(**{**result.__dict__, "upstream_response": body})
     ).SerializeToString()
     assert message
+
+
+ADAPTERS = [
+    (_kiiex, KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")),
+    (_kiiex, KiiexQuote(oms_id=1, bid_quote_id=1, ask_quote_id=2)),
+    (_zuora, ZuoraReportRun("ff808081529f4e3401529fd61f080074")),
+]
+
+
+@pytest.mark.parametrize(("make", "job"), ADAPTERS)
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (httpx.ConnectError("refused"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
+        (httpx.RemoteProtocolError("reset"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
+        (httpx.ReadTimeout("slow"), "timeout", Reason.TIMEOUT),
+        (httpx.PoolTimeout("pool"), "timeout", Reason.TIMEOUT),
+    ],
+)
+async def test_no_answer_is_a_retryable_failure_on_every_leg(
+    make: Callable[[httpx.AsyncBaseTransport], Adapter],
+    job: Job,
+    error: Exception,
+    code: str,
+    reason: Reason,
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    adapter = make(httpx.MockTransport(fail))
+    reply = await adapter.cancel(job, timeout=1.0)
+    await adapter.aclose()
+    assert reply.legs
+    assert {(leg.outcome, leg.reason, leg.retryable, leg.upstream_code) for leg in reply.legs} == {
+        (Outcome.FAILED, reason, True, code)
+    }

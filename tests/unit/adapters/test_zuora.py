@@ -79,6 +79,7 @@ async def test_each_code_row_normalizes_as_its_table_says(
 
 
 def test_every_table_row_has_a_test() -> None:
+    # unreachable and timeout: test_normalizer_properties.py, for every adapter at once.
     tested = {*ROWS, "has been canceled", "was canceled", "HTTP 401", "unreachable", "timeout"}
     assert tested == set(CODES)
 
@@ -159,24 +160,6 @@ async def test_refused_client_credentials_are_unauthorized(zuora_sim: ZuoraSimul
     assert (leg.reason, leg.retryable) == (Reason.UNAUTHORIZED, False)
     assert "Invalid client credentials" in leg.upstream_message
     await adapter.aclose()
-
-
-@pytest.mark.parametrize(
-    ("error", "code", "reason"),
-    [
-        (httpx.ConnectError("refused"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
-        (httpx.ReadTimeout("slow"), "timeout", Reason.TIMEOUT),
-    ],
-)
-async def test_transport_failures_are_retryable(
-    error: Exception, code: str, reason: Reason
-) -> None:
-    def fail(request: httpx.Request) -> httpx.Response:
-        raise error
-
-    adapter = _adapter(httpx.MockTransport(fail))
-    (leg,) = (await _cancel(adapter, "a" * 32)).legs
-    assert (leg.reason, leg.retryable, leg.upstream_code) == (reason, True, code)
 
 
 async def test_request_shape_path_auth_and_entity_header() -> None:
