@@ -61,8 +61,3 @@ class JobKindNotImplemented(GatewayError):
 class DeadlineExceeded(GatewayError):
     status_code = "DEADLINE_EXCEEDED"
     reason = "DEADLINE_EXCEEDED"
-
-
-class ShuttingDown(GatewayError):
-    status_code = "UNAVAILABLE"
-    reason = "SHUTTING_DOWN"

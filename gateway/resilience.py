@@ -10,6 +10,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateway.config import BreakerSettings, RetrySettings
 from gateway.errors import DeadlineExceeded
@@ -18,12 +19,22 @@ from gateway.model import Reason, UpstreamReply
 Clock = Callable[[], float]
 
 
+# Kept off the caller's deadline so the gateway answers (an envelope or DEADLINE_EXCEEDED
+# with its ErrorInfo) before gRPC cuts the call off with a bare status.
+ANSWER_MARGIN = 0.2
+
+
 class Deadline:
     """The time left for one CancelJob: the caller's gRPC deadline, or none."""
 
     def __init__(self, seconds: float | None, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._end = math.inf if seconds is None else clock() + seconds
+
+    @classmethod
+    def for_caller(cls, seconds: float | None, clock: Clock = time.monotonic) -> Deadline:
+        """The caller's deadline less the time the gateway needs to answer."""
+        return cls(None if seconds is None else seconds - ANSWER_MARGIN, clock)
 
     def remaining(self) -> float:
         return max(0.0, self._end - self._clock())
@@ -58,9 +69,13 @@ def retry_delay(
     """How long to wait before another attempt, or None when another attempt is wrong.
 
     Only a reply whose every leg failed retryably is retried: once any leg succeeded, a
-    repeat would cancel that leg again and turn its success into a failure.
+    repeat would cancel that leg again and turn its success into a failure. An upstream that
+    asks for a longer pause than `backoff_max` gets its answer passed on instead: waiting
+    for it would hold the caller (who may have no deadline) for as long as it says.
     """
     if attempt >= settings.max_attempts:
+        return None
+    if reply.retry_after is not None and reply.retry_after > settings.backoff_max:
         return None
     if not reply.legs or not all(not leg.succeeded and leg.retryable for leg in reply.legs):
         return None
@@ -72,7 +87,7 @@ class Bulkhead:
     """Bounds the calls in flight to one connection; waiting counts against the deadline."""
 
     def __init__(self, limit: int) -> None:
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = asyncio.BoundedSemaphore(limit)
         self.limit = limit
 
     async def acquire(self, deadline: Deadline) -> None:
@@ -139,27 +154,40 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self._settings.reset_seconds - self._clock())
 
-    def allow(self) -> bool:
-        """Whether a call may go out now. In half-open, it grants the one trial call: the
-        caller must then `record` its result or `abandon` it."""
+    def allow(self) -> Permit | None:
+        """A permit for a call to go out now, or None. In half-open, only the one trial call
+        gets a permit; whoever holds a permit must `record` its result or `abandon` it."""
         state = self.state
         if state is CircuitState.CLOSED:
-            return True
+            return _ORDINARY
         if state is CircuitState.OPEN or self._trial_running:
-            return False
+            return None
         self._trial_running = True
-        return True
+        return _TRIAL
 
-    def record(self, outage: bool) -> None:
-        """The result of an allowed call: an outage (see `is_outage`) or an answer."""
-        trial, self._trial_running = self._trial_running, False
+    def record(self, permit: Permit, outage: bool) -> None:
+        """The result of a permitted call: an outage (see `is_outage`) or an answer."""
+        if permit.trial:
+            self._trial_running = False
         if not outage:
             self._failures, self._opened_at = 0, None
             return
         self._failures += 1
-        if trial or self._failures >= self._settings.failure_threshold:
+        if permit.trial or self._failures >= self._settings.failure_threshold:
             self._opened_at = self._clock()
 
-    def abandon(self) -> None:
-        """An allowed call ended without an answer (cancelled): it proves nothing either way."""
-        self._trial_running = False
+    def abandon(self, permit: Permit) -> None:
+        """A permitted call ended without an answer (cancelled): it proves nothing either way."""
+        if permit.trial:
+            self._trial_running = False
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Leave to make one call; only the trial call's permit may settle a half-open circuit's
+    trial, so an ordinary call finishing late cannot let a second trial through."""
+
+    trial: bool
+
+
+_ORDINARY, _TRIAL = Permit(trial=False), Permit(trial=True)

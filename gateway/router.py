@@ -104,9 +104,6 @@ class Router:
             )
         return route
 
-    async def cancel(self, request: CancelRequest, deadline: Deadline) -> CancelResult:
-        return await self.cancel_on(self.route(request.job, request.connection), request, deadline)
-
     async def cancel_on(
         self, route: Route, request: CancelRequest, deadline: Deadline
     ) -> CancelResult:
@@ -164,28 +161,37 @@ class Router:
         self, route: Route, job: Job, calls: _Calls, deadline: Deadline
     ) -> UpstreamReply | None:
         """One upstream call within the bulkhead, or None when the breaker refuses it."""
-        timeout = deadline.budget(
-            route.settings.timeout, f"{job.operation} attempt {calls.attempts + 1}"
-        )
-        if not route.breaker.allow():
+        permit = route.breaker.allow()
+        if permit is None:
             return None
         try:
             await route.bulkhead.acquire(deadline)
-            calls.attempts += 1
-            if calls.attempts > 1:
-                route.metrics.retried(job.operation)
-            started = time.monotonic()
             try:
-                with route.metrics.in_flight(), observing(route.metrics):
-                    reply = await route.adapter.cancel(job, timeout)
+                reply = await self._call_adapter(route, job, calls, deadline)
             finally:
                 route.bulkhead.release()
-                calls.latency += time.monotonic() - started
         except BaseException:
-            route.breaker.abandon()  # no answer (deadline, cancellation): proves nothing
+            route.breaker.abandon(permit)  # no answer (deadline, cancellation): proves nothing
             raise
-        route.breaker.record(outage=is_outage(reply))
+        route.breaker.record(permit, outage=is_outage(reply))
         return reply
+
+    async def _call_adapter(
+        self, route: Route, job: Job, calls: _Calls, deadline: Deadline
+    ) -> UpstreamReply:
+        # The budget is taken after the bulkhead wait, which may have used some of it.
+        timeout = deadline.budget(
+            route.settings.timeout, f"{job.operation} attempt {calls.attempts + 1}"
+        )
+        calls.attempts += 1
+        if calls.attempts > 1:
+            route.metrics.retried(job.operation)
+        started = time.monotonic()
+        try:
+            with route.metrics.in_flight(), observing(route.metrics):
+                return await route.adapter.cancel(job, timeout)
+        finally:
+            calls.latency += time.monotonic() - started
 
     async def _confirm(
         self, route: Route, job: Job, legs: tuple[LegResult, ...], deadline: Deadline

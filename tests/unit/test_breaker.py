@@ -13,7 +13,7 @@ from gateway.config import BreakerSettings, Config, ConfigError
 from gateway.jobs import CancelRequest, Job, KiiexUserReport
 from gateway.metrics import Metrics
 from gateway.model import CancelResult, LegResult, Outcome, Reason, UpstreamReply
-from gateway.resilience import CircuitBreaker, CircuitState, Deadline, is_outage
+from gateway.resilience import CircuitBreaker, CircuitState, Deadline, Permit, is_outage
 from gateway.router import Router
 from tests.conftest import kiiex_connection, make_config
 
@@ -58,10 +58,15 @@ def _state(breaker: CircuitBreaker) -> CircuitState:
     return breaker.state
 
 
+def _permit(breaker: CircuitBreaker) -> Permit:
+    permit = breaker.allow()
+    assert permit is not None
+    return permit
+
+
 def _fail(breaker: CircuitBreaker, times: int) -> None:
     for _ in range(times):
-        assert breaker.allow()
-        breaker.record(outage=True)
+        breaker.record(_permit(breaker), outage=True)
 
 
 @pytest.mark.parametrize(
@@ -91,8 +96,7 @@ def test_opens_after_the_threshold_of_consecutive_outages(breaker: CircuitBreake
 
 def test_an_answer_resets_the_count(breaker: CircuitBreaker) -> None:
     _fail(breaker, 2)
-    breaker.allow()
-    breaker.record(outage=False)
+    breaker.record(_permit(breaker), outage=False)
     _fail(breaker, 2)
     assert _state(breaker) is CircuitState.CLOSED
 
@@ -105,11 +109,23 @@ def test_half_open_after_the_cool_down_lets_one_trial_through(
     assert (_state(breaker), breaker.retry_in()) == (CircuitState.OPEN, 1.0)
     fake_clock.now += 1.0
     assert _state(breaker) is CircuitState.HALF_OPEN
-    assert breaker.allow()
+    trial = _permit(breaker)
     assert not breaker.allow(), "one trial at a time"
-    breaker.record(outage=False)
+    breaker.record(trial, outage=False)
     assert _state(breaker) is CircuitState.CLOSED
     assert breaker.allow()
+
+
+def test_a_late_ordinary_call_cannot_free_the_trial_slot(
+    breaker: CircuitBreaker, fake_clock: FakeClock
+) -> None:
+    _fail(breaker, 2)
+    late = _permit(breaker)  # went out while the circuit was still closed
+    _fail(breaker, 1)
+    fake_clock.now += 30.0
+    _permit(breaker)  # the trial
+    breaker.abandon(late)
+    assert breaker.allow() is None, "still one trial at a time"
 
 
 def test_a_failed_trial_opens_again_for_a_full_cool_down(
@@ -117,8 +133,7 @@ def test_a_failed_trial_opens_again_for_a_full_cool_down(
 ) -> None:
     _fail(breaker, 3)
     fake_clock.now += 30.0
-    assert breaker.allow()
-    breaker.record(outage=True)
+    breaker.record(_permit(breaker), outage=True)
     assert _state(breaker) is CircuitState.OPEN
     assert breaker.retry_in() == 30.0
 
@@ -126,8 +141,7 @@ def test_a_failed_trial_opens_again_for_a_full_cool_down(
 def test_an_abandoned_trial_frees_the_slot(breaker: CircuitBreaker, fake_clock: FakeClock) -> None:
     _fail(breaker, 3)
     fake_clock.now += 30.0
-    assert breaker.allow()
-    breaker.abandon()
+    breaker.abandon(_permit(breaker))
     assert _state(breaker) is CircuitState.HALF_OPEN
     assert breaker.allow()
 
@@ -193,7 +207,7 @@ JOB = KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")
 
 
 async def _cancel(router: Router) -> CancelResult:
-    return await router.cancel(CancelRequest(JOB), Deadline(None))
+    return await router.cancel_on(router.route(JOB, ""), CancelRequest(JOB), Deadline(None))
 
 
 def _router(adapter: ScriptedAdapter, clock: FakeClock, max_attempts: int = 1) -> Router:

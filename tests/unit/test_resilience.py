@@ -114,19 +114,26 @@ def test_no_retry_without_legs() -> None:
 
 
 def test_retry_after_is_a_floor() -> None:
-    slow = _reply(_failed(), retry_after=1.5)
-    assert retry_delay(slow, 1, SETTINGS, Deadline(None), _top) == 1.5
+    slow = _reply(_failed(), retry_after=0.8)
+    assert retry_delay(slow, 1, SETTINGS, Deadline(None), _top) == 0.8
     quick = _reply(_failed(), retry_after=0.01)
     assert retry_delay(quick, 2, SETTINGS, Deadline(None), _top) == pytest.approx(0.2)
 
 
 def test_no_retry_when_the_delay_does_not_fit_the_deadline() -> None:
     clock = FakeClock()
-    reply = _reply(_failed(), retry_after=2.0)
+    reply = _reply(_failed(), retry_after=0.9)
     deadline = Deadline(3.0, clock)
-    assert retry_delay(reply, 1, SETTINGS, deadline, _top) == 2.0
-    clock.now += 1.5
+    assert retry_delay(reply, 1, SETTINGS, deadline, _top) == 0.9
+    clock.now += 2.5
     assert retry_delay(reply, 1, SETTINGS, deadline, _top) is None
+
+
+def test_a_retry_after_longer_than_backoff_max_is_passed_on_not_waited_for() -> None:
+    # With no caller deadline, waiting an upstream's hour would hold the call for an hour.
+    hour = _reply(_failed(), retry_after=3600.0)
+    assert SETTINGS.backoff_max < 3600.0
+    assert retry_delay(hour, 1, SETTINGS, Deadline(None), _top) is None
 
 
 async def test_bulkhead_makes_a_second_caller_wait_for_release() -> None:
