@@ -11,12 +11,13 @@ no metrics plumbing; outside a bound call (unit tests, scripts) nothing is repor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import enum
-import json
+import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -51,15 +52,25 @@ _SECRET_KEYS = frozenset(
     )
 )  # fmt: skip
 _MAX_TEXT = 2048
+# Deeper or longer than this is not worth showing a caller, and protobuf parsers refuse
+# messages nested past 100 levels: cut before that.
+_MAX_DEPTH = 16
+_MAX_ITEMS = 100
+log = logging.getLogger(__name__)
 
 
 class UpstreamFailure(Exception):
-    """A call that produced no usable HTTP answer; `code` is a COMMON_CODES key."""
+    """A call that produced no usable answer; `code` is a key of the adapter's table."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+class AuthRefused(Exception):
+    """The upstream refused the gateway's credentials; the message is the upstream's own."""
 
 
 class ConfirmState(enum.Enum):
@@ -112,6 +123,7 @@ def failed_reply(
     message: str,
     body: JsonValue = None,
     shown_code: str = "",
+    retry_after: float | None = None,
 ) -> UpstreamReply:
     """The same failure on every leg: transport trouble or an answer that covers the whole call.
 
@@ -120,9 +132,37 @@ def failed_reply(
     """
     verdict = table[key]
     code = shown_code or key
-    return UpstreamReply(
-        tuple(LegResult.from_verdict(leg, verdict, code, message) for leg in legs), body
-    )
+    legs_results = tuple(LegResult.from_verdict(leg, verdict, code, message) for leg in legs)
+    return UpstreamReply(legs_results, body, retry_after)
+
+
+async def answer_within(
+    table: CodeTable,
+    legs: tuple[str, ...],
+    refused_key: str,
+    timeout: float,
+    call: Awaitable[UpstreamReply],
+) -> UpstreamReply:
+    """Runs one adapter call to a reply, whatever happens on the way.
+
+    `timeout` bounds the whole call, logins and re-logins included: httpx's own timeouts
+    bound each network step, and a server dripping bytes would otherwise hold a call for
+    as long as it likes.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await call
+    except TimeoutError:
+        return failed_reply(table, legs, TIMEOUT, f"no complete answer within {timeout:.2f}s")
+    except UpstreamFailure as failure:
+        return failed_reply(
+            table, legs, failure.code, failure.message, retry_after=failure.retry_after
+        )
+    except AuthRefused as refused:
+        return failed_reply(table, legs, refused_key, str(refused))
+    except Exception:  # an answer no branch foresaw: log it, and still answer an envelope
+        log.exception("could not read an upstream answer")
+        return failed_reply(table, legs, UNREADABLE, "the upstream's answer could not be read")
 
 
 def http_client(
@@ -194,8 +234,13 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, timeout: float
         return response
     except httpx.TimeoutException as error:
         raise UpstreamFailure(TIMEOUT, f"{type(error).__name__} after {timeout:.2f}s") from error
+    except httpx.ConnectError as error:
+        raise UpstreamFailure(UNREACHABLE, f"ConnectError: {error}") from error
+    # Other errors' texts may quote what was sent, headers and tokens included: name the kind.
     except httpx.TransportError as error:
-        raise UpstreamFailure(UNREACHABLE, f"{type(error).__name__}: {error}") from error
+        raise UpstreamFailure(UNREACHABLE, type(error).__name__) from error
+    except httpx.HTTPError as error:  # an answer that cannot be decoded (bad gzip, ...)
+        raise UpstreamFailure(UNREADABLE, type(error).__name__) from error
     finally:
         _observer.get().http_call(operation_of(request), status_class, time.monotonic() - started)
 
@@ -204,22 +249,25 @@ def json_body(response: httpx.Response) -> JsonValue:
     """The parsed body, or UpstreamFailure(UNREADABLE) when it is not JSON."""
     try:
         body: JsonValue = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # not JSON, bad UTF-8, nested past reason
         raise UpstreamFailure(
             UNREADABLE, f"HTTP {response.status_code}: body is not JSON"
         ) from error
     return body
 
 
-def redacted(value: Any) -> JsonValue:
-    """A copy of an upstream body that is safe to return and log: secrets replaced."""
+def redacted(value: Any, depth: int = 0) -> JsonValue:
+    """A copy of an upstream body that is safe to return and log: secrets replaced, and cut
+    to a size a caller can use (depth, items and text bounded)."""
+    if depth >= _MAX_DEPTH and isinstance(value, dict | list):
+        return "[truncated: nested too deep]"
     if isinstance(value, dict):
         return {
-            str(k): "[redacted]" if str(k).lower() in _SECRET_KEYS else redacted(v)
-            for k, v in value.items()
+            str(k): "[redacted]" if str(k).lower() in _SECRET_KEYS else redacted(v, depth + 1)
+            for k, v in list(value.items())[:_MAX_ITEMS]
         }
     if isinstance(value, list):
-        return [redacted(v) for v in value]
+        return [redacted(v, depth + 1) for v in value[:_MAX_ITEMS]]
     if isinstance(value, str) and len(value) > _MAX_TEXT:
         return value[:_MAX_TEXT] + "…"
     return value  # type: ignore[no-any-return]

@@ -7,11 +7,13 @@ answers one per leg). `result: true` only acknowledges receipt, hence ACCEPTED; 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,11 +25,13 @@ from adapters.base import (
     COMMON_CODES,
     OPERATION,
     UNREADABLE,
+    AuthRefused,
     CodeTable,
     ConfirmState,
     LegCheck,
     Upstream,
     UpstreamFailure,
+    answer_within,
     failed_reply,
     http_client,
     json_body,
@@ -38,11 +42,12 @@ from adapters.base import (
     status_key,
     verdict_for,
 )
-from adapters.sessions import AuthRefused, SharedLogin
+from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import Job, KiiexQuote, KiiexUserReport
 from gateway.model import JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
 
+log = logging.getLogger(__name__)
 NOT_AUTHORIZED = "20"
 OTHER_CODE = "other"
 RATE_LIMIT_TEXT = "TOO MANY REQUESTS"
@@ -200,24 +205,31 @@ class KiiexAdapter:
 
     async def cancel(self, job: Job, timeout: float) -> UpstreamReply:
         legs = _legs(job)
-        try:
-            response = await self._call(job.operation, _cancel_payload(job), timeout)
-        except UpstreamFailure as failure:
-            return failed_reply(CODES, legs, failure.code, failure.message)
-        except AuthRefused as refused:
-            return failed_reply(CODES, legs, NOT_AUTHORIZED, f"AuthenticateUser: {refused}")
-        return _reply(response, legs)
+
+        async def cancel_once() -> UpstreamReply:
+            return _reply(await self._call(job.operation, _cancel_payload(job), timeout), legs)
+
+        return await answer_within(CODES, legs, NOT_AUTHORIZED, timeout, cancel_once())
 
     async def confirm(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
+        """What the read API says now; a read that fails leaves every leg PENDING."""
         try:
-            if isinstance(job, KiiexUserReport):
-                return (await self._report_check(job, timeout),)
-            if isinstance(job, KiiexQuote):
-                return await self._quote_checks(job, timeout)
+            async with asyncio.timeout(timeout):
+                return await self._checks(job, timeout)
+        except TimeoutError:
+            detail = f"read took longer than {timeout:.2f}s"
         except (UpstreamFailure, AuthRefused) as failure:
-            return tuple(
-                LegCheck(leg, ConfirmState.PENDING, f"read failed: {failure}") for leg in _legs(job)
-            )
+            detail = f"read failed: {failure}"
+        except Exception:  # an answer no branch foresaw
+            log.exception("could not read a KIIEX confirmation answer")
+            detail = "read answer could not be understood"
+        return tuple(LegCheck(leg, ConfirmState.PENDING, detail) for leg in _legs(job))
+
+    async def _checks(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
+        if isinstance(job, KiiexUserReport):
+            return (await self._report_check(job, timeout),)
+        if isinstance(job, KiiexQuote):
+            return await self._quote_checks(job, timeout)
         return ()
 
     async def _quote_checks(self, job: KiiexQuote, timeout: float) -> tuple[LegCheck, ...]:
@@ -254,9 +266,9 @@ class KiiexAdapter:
         return LegCheck("report", ConfirmState.PENDING, "no ticket with this id yet")
 
     async def _call(self, function: str, payload: JsonValue, timeout: float) -> httpx.Response:
-        """One function call, re-logging in once when KIIEX says the session is not valid."""
-        for attempt in (1, 2):
-            session = await self._sessions.get(timeout)
+        """One function call with the shared session, renewed once if KIIEX says it is not."""
+
+        async def send_with(session: _Session) -> httpx.Response:
             request = self._client.build_request(
                 "POST",
                 f"{self._options.path_prefix}/{function}",
@@ -264,11 +276,9 @@ class KiiexAdapter:
                 headers={self._options.token_header: session.token},
                 extensions={OPERATION: function},
             )
-            response = await send(self._client, request, timeout)
-            if attempt == 2 or not _says_not_authorized(response):
-                return response
-            self._sessions.forget(session)
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await send(self._client, request, timeout)
+
+        return await self._sessions.call(timeout, send_with, _says_not_authorized)
 
     async def _login(self, timeout: float) -> _Session:
         request = self._client.build_request(
@@ -277,18 +287,48 @@ class KiiexAdapter:
             json=self._options.login.payload(),
             extensions={OPERATION: "AuthenticateUser"},
         )
-        body = json_body(await send(self._client, request, timeout))
-        token = body.get(self._options.token_field) if isinstance(body, dict) else None
+        body = _login_body(await send(self._client, request, timeout))
+        token = body.get(self._options.token_field)
         if not isinstance(token, str) or not token:
-            message = body.get("errormsg") if isinstance(body, dict) else None
-            raise AuthRefused(str(message or f"no {self._options.token_field} in the answer"))
-        user = body.get("User") if isinstance(body, dict) else None
+            raise _login_refusal(body, self._options.token_field)
+        # A token goes into a header: anything but printable ASCII could not be sent (and an
+        # error quoting it would leak it).
+        if not (token.isascii() and token.isprintable()):
+            raise UpstreamFailure(UNREADABLE, "AuthenticateUser: the session token is unusable")
+        user = body.get("User")
         user = user if isinstance(user, dict) else {}
         login = self._options.login
         configured_user = login.user_id if isinstance(login, ApiKeyLogin) else None
         return _Session(
             token, _int(user.get("UserId")) or configured_user, _int(user.get("AccountId"))
         )
+
+
+def _login_body(response: httpx.Response) -> dict[str, Any]:
+    """The AuthenticateUser answer as an object; trouble that is no refusal raises as such."""
+    status = response.status_code
+    if response.text.strip().upper() == RATE_LIMIT_TEXT:
+        raise UpstreamFailure(
+            RATE_LIMIT_TEXT, "AuthenticateUser: rate limited", retry_after(response)
+        )
+    if status in (401, 403):
+        raise AuthRefused(f"AuthenticateUser: HTTP {status}")
+    if not response.is_success:
+        key = status_key(CODES, status)
+        raise UpstreamFailure(key, f"AuthenticateUser: HTTP {status}", retry_after(response))
+    body = json_body(response)
+    if not isinstance(body, dict):
+        raise UpstreamFailure(UNREADABLE, "AuthenticateUser: expected an object")
+    return body
+
+
+def _login_refusal(body: dict[str, Any], token_field: str) -> Exception:
+    """No token: a refusal of the credentials, unless KIIEX says its own side failed."""
+    code, message, _ = _envelope(body)
+    if code in CODES and code not in (NOT_AUTHORIZED, OTHER_CODE, UNREADABLE, "0"):
+        return UpstreamFailure(code, f"AuthenticateUser: {message or code}")
+    reason = body.get("errormsg") or f"no {token_field} in the answer"
+    return AuthRefused(f"AuthenticateUser: {reason}")
 
 
 def _legs(job: Job) -> tuple[str, ...]:
@@ -358,8 +398,8 @@ def _http_failure(
     response: httpx.Response, legs: tuple[str, ...], key: str, body: JsonValue = None
 ) -> UpstreamReply:
     status = f"HTTP {response.status_code}"
-    reply = failed_reply(CODES, legs, key, status, body or raw_text(response), status)
-    return UpstreamReply(reply.legs, reply.body, retry_after(response))
+    body = body or raw_text(response)
+    return failed_reply(CODES, legs, key, status, body, status, retry_after(response))
 
 
 def _report_check(status: str) -> LegCheck:

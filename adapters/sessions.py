@@ -8,17 +8,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from adapters.base import token_refreshed
+from adapters.base import AuthRefused, token_refreshed
 
 Credential = TypeVar("Credential")
-
-
-class AuthRefused(Exception):
-    """The upstream refused the gateway's credentials; the message is the upstream's own."""
+Answer = TypeVar("Answer")
 
 
 class SharedLogin(Generic[Credential]):
-    """Single-flight cache: concurrent callers wait for one login instead of each making one."""
+    """Single-flight cache: concurrent callers share one login, and its failure too, instead
+    of queueing behind each other to fail one by one."""
 
     def __init__(
         self,
@@ -28,19 +26,37 @@ class SharedLogin(Generic[Credential]):
         self._login = login
         self._is_fresh = is_fresh
         self._current: Credential | None = None
-        self._lock = asyncio.Lock()
-        self.logins = 0
+        self._pending: asyncio.Future[Credential] | None = None
 
     async def get(self, timeout: float) -> Credential:
         current = self._current
         if current is not None and self._is_fresh(current):
             return current
-        async with self._lock:
-            current = self._current
-            if current is None or not self._is_fresh(current):
-                current = self._current = await self._reported_login(timeout)
-                self.logins += 1
-            return current
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._reported_login(timeout))
+            self._pending.add_done_callback(self._settle)
+        # Shielded: a caller giving up must not cancel the login others wait for.
+        return await asyncio.shield(self._pending)
+
+    async def call(
+        self,
+        timeout: float,
+        send: Callable[[Credential], Awaitable[Answer]],
+        says_stale: Callable[[Answer], bool],
+    ) -> Answer:
+        """`send` with the shared credential; once more with a fresh one if it `says_stale`."""
+        credential = await self.get(timeout)
+        answer = await send(credential)
+        if not says_stale(answer):
+            return answer
+        if self._current is credential:
+            self._current = None
+        return await send(await self.get(timeout))
+
+    def _settle(self, done: asyncio.Future[Credential]) -> None:
+        self._pending = None
+        if not done.cancelled() and done.exception() is None:
+            self._current = done.result()
 
     async def _reported_login(self, timeout: float) -> Credential:
         """One login, counted in `cancelgw_token_refreshes_total` of the connection."""
@@ -54,8 +70,3 @@ class SharedLogin(Generic[Credential]):
             raise
         token_refreshed("ok")
         return credential
-
-    def forget(self, stale: Credential) -> None:
-        """Drops `stale` unless another caller already replaced it."""
-        if self._current is stale:
-            self._current = None

@@ -17,10 +17,12 @@ from adapters.base import (
     COMMON_CODES,
     OPERATION,
     UNREADABLE,
+    AuthRefused,
     CodeTable,
     LegCheck,
     Upstream,
     UpstreamFailure,
+    answer_within,
     failed_reply,
     http_client,
     json_body,
@@ -30,7 +32,7 @@ from adapters.base import (
     send,
     status_key,
 )
-from adapters.sessions import AuthRefused, SharedLogin
+from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import Job, ZuoraReportRun
 from gateway.model import JsonValue, Outcome, Reason, UpstreamReply, Verdict
@@ -154,12 +156,11 @@ def _reply(response: httpx.Response) -> UpstreamReply:
         body = json_body(response)
     except UpstreamFailure:
         key = UNREADABLE if response.is_success else status_key(CODES, response.status_code)
-        shown = f"HTTP {response.status_code}"
-        reply = failed_reply(CODES, (LEG,), key, "body is not JSON", raw_text(response), shown)
-        return UpstreamReply(reply.legs, reply.body, retry_after(response))
-    key, shown, message = _signal(response, body)
-    reply = failed_reply(CODES, (LEG,), key, message, redacted(body), shown)
-    return UpstreamReply(reply.legs, reply.body, retry_after(response))
+        shown, body, message = f"HTTP {response.status_code}", raw_text(response), "not JSON"
+    else:
+        key, shown, message = _signal(response, body)
+        body = redacted(body)
+    return failed_reply(CODES, (LEG,), key, message, body, shown, retry_after(response))
 
 
 class ZuoraAdapter:
@@ -180,12 +181,11 @@ class ZuoraAdapter:
         if not isinstance(job, ZuoraReportRun):
             raise TypeError(f"Zuora does not cancel {type(job).__name__}")
         path = f"{self._options.api_prefix}/reportruns/{job.report_run_id}"
-        try:
+
+        async def cancel_once() -> UpstreamReply:
             return _reply(await self._authorized("DELETE", path, job.operation, timeout))
-        except UpstreamFailure as failure:
-            return failed_reply(CODES, (LEG,), failure.code, failure.message)
-        except AuthRefused as refused:
-            return failed_reply(CODES, (LEG,), "HTTP 401", f"oauth/token: {refused}")
+
+        return await answer_within(CODES, (LEG,), "HTTP 401", timeout, cancel_once())
 
     async def confirm(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
         # A Zuora cancel answers CANCELED itself; the core confirms only ACCEPTED legs.
@@ -195,19 +195,17 @@ class ZuoraAdapter:
         self, method: str, path: str, operation: str, timeout: float
     ) -> httpx.Response:
         """One call with the shared token, refreshing it once on 401."""
-        for attempt in (1, 2):
-            token = await self._tokens.get(timeout)
+
+        async def send_with(token: _Token) -> httpx.Response:
             headers = {"Authorization": f"Bearer {token.value}"}
             if self._options.entity_ids:
                 headers["Zuora-Entity-Ids"] = self._options.entity_ids
             request = self._client.build_request(
                 method, path, headers=headers, extensions={OPERATION: operation}
             )
-            response = await send(self._client, request, timeout)
-            if attempt == 2 or response.status_code != 401:
-                return response
-            self._tokens.forget(token)
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await send(self._client, request, timeout)
+
+        return await self._tokens.call(timeout, send_with, lambda answer: answer.status_code == 401)
 
     async def _fetch_token(self, timeout: float) -> _Token:
         form = {
@@ -220,14 +218,19 @@ class ZuoraAdapter:
         )
         response = await send(self._client, request, timeout)
         if response.status_code in (400, 401, 403):
-            raise AuthRefused(_token_error(response))
+            raise AuthRefused(f"oauth/token: {_token_error(response)}")
         if not response.is_success:
-            raise UpstreamFailure(status_key(CODES, response.status_code), _token_error(response))
+            key = status_key(CODES, response.status_code)
+            raise UpstreamFailure(
+                key, f"oauth/token: {_token_error(response)}", retry_after(response)
+            )
         body = json_body(response)
         token = body.get("access_token") if isinstance(body, dict) else None
         lifetime = body.get("expires_in") if isinstance(body, dict) else None
         if not isinstance(token, str) or not isinstance(lifetime, int | float):
             raise UpstreamFailure(UNREADABLE, "oauth/token: no access_token/expires_in")
+        if not (token.isascii() and token.isprintable()):  # it goes into a header
+            raise UpstreamFailure(UNREADABLE, "oauth/token: the access token is unusable")
         refresh_in = max(0.0, float(lifetime) - self._options.token_refresh_margin)
         return _Token(token, time.monotonic() + refresh_in)
 

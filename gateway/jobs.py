@@ -99,6 +99,10 @@ class ZuoraReportRun:
 Job: TypeAlias = KiiexUserReport | KiiexQuote | ZuoraReportRun
 
 
+_MAX_CONNECTION = 128
+_MAX_IDEMPOTENCY_KEY = 256
+
+
 @dataclass(frozen=True)
 class CancelRequest:
     """A validated CancelJob call, free of protobuf."""
@@ -108,3 +112,20 @@ class CancelRequest:
     idempotency_key: str = ""
     wait_for_confirmation: bool = False
     request_id: str = ""
+
+    def __post_init__(self) -> None:
+        # Both end up in messages, logs and (later) store keys: bounded and printable.
+        _raise_if(
+            [
+                *_short_printable("connection", self.connection, _MAX_CONNECTION),
+                *_short_printable("idempotency_key", self.idempotency_key, _MAX_IDEMPOTENCY_KEY),
+            ]
+        )
+
+
+def _short_printable(field: str, value: str, limit: int) -> list[FieldViolation]:
+    if len(value) > limit:
+        return [FieldViolation(field, f"must be at most {limit} characters, got {len(value)}")]
+    if not value.isprintable():
+        return [FieldViolation(field, "must be printable text")]
+    return []

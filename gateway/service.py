@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -31,6 +32,9 @@ from gateway.router import Router
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+_MAX_TEXT = 2048
+# Far below gRPC's 4 MiB message limit: the raw body is a courtesy, the envelope is the answer.
+_MAX_BODY = 64 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -67,17 +71,31 @@ def request_from_proto(request: gateway_pb2.CancelJobRequest, request_id: str) -
     )
 
 
+def _text(value: str) -> str:
+    """A string protobuf can carry: valid UTF-8 (upstreams send lone surrogates) and short."""
+    return value.encode("utf-8", "replace").decode("utf-8")[:_MAX_TEXT]
+
+
 def _struct(body: JsonValue) -> struct_pb2.Struct | None:
+    """The upstream body as a Struct, or its text when it is too big or too odd for one."""
     if body is None:
         return None
-    value = body if isinstance(body, dict) else {"body": body}
+    text = _text_of(body)
     struct = struct_pb2.Struct()
     try:
-        struct.update(value)
-    except (ValueError, TypeError):
-        # Struct holds only JSON-safe values (no huge ints, no NaN keys): keep the text.
-        struct.update({"body": str(body)[:2048]})
+        if len(text) > _MAX_BODY:
+            raise ValueError("too big to return whole")
+        value = json.loads(text)
+        struct.update(value if isinstance(value, dict) else {"body": value})
+    except (ValueError, TypeError, OverflowError):  # e.g. integers past a double's range
+        struct.Clear()
+        struct.update({"truncated": True, "text": text[:_MAX_TEXT]})
     return struct
+
+
+def _text_of(body: JsonValue) -> str:
+    encoded = json.dumps(body, ensure_ascii=False, default=str)
+    return encoded.encode("utf-8", "replace").decode("utf-8")
 
 
 def _leg_to_proto(leg: LegResult) -> gateway_pb2.LegResult:
@@ -86,9 +104,9 @@ def _leg_to_proto(leg: LegResult) -> gateway_pb2.LegResult:
         outcome=leg.outcome.value,  # type: ignore[arg-type]
         reason=leg.reason.value,  # type: ignore[arg-type]
         retryable=leg.retryable,
-        upstream_code=leg.upstream_code,
-        upstream_message=leg.upstream_message,
-        detail=leg.detail,
+        upstream_code=_text(leg.upstream_code),
+        upstream_message=_text(leg.upstream_message),
+        detail=_text(leg.detail),
     )
 
 
@@ -99,7 +117,7 @@ def response_to_proto(result: CancelResult) -> gateway_pb2.CancelJobResponse:
         outcome=result.outcome.value,  # type: ignore[arg-type]
         reason=result.reason.value,  # type: ignore[arg-type]
         retryable=result.retryable,
-        message=result.message,
+        message=_text(result.message),
         upstream=result.upstream,
         operation=result.operation,
         legs=[_leg_to_proto(leg) for leg in result.legs],
@@ -174,7 +192,7 @@ def call_log(
         "request_id": request_id,
         "caller": context.peer(),
         "job": request.WhichOneof("job") or "",
-        "connection": request.connection,
+        "connection": request.connection[:_MAX_REQUEST_ID],
         "grpc_code": "OK",
     }
     failure: Exception | None = None
@@ -208,7 +226,7 @@ class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
                 cancel = request_from_proto(request, request_id)
                 route = self._router.route(cancel.job, cancel.connection)
                 line["connection"] = route.settings.name
-                deadline = Deadline(context.time_remaining())
+                deadline = Deadline.for_caller(context.time_remaining())
                 result = await self._router.cancel_on(route, cancel, deadline)
             except GatewayError as error:
                 line.update(

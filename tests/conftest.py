@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -106,3 +107,12 @@ async def kiiex_gateway(
         config, {"kiiex-main": transport}
     )
     return result
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """An address on loopback that refuses connections: bound (so nobody else can take the
+    port while the test runs) but not listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,13 +13,6 @@ import pytest
 
 CANCELGW = str(Path(sys.executable).parent / "cancelgw")
 STARTUP_SECONDS = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -47,7 +39,7 @@ async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
 @pytest.fixture
 async def sandbox_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     process = await asyncio.create_subprocess_exec(
-        CANCELGW, "sandbox", "--listen", f"127.0.0.1:{_free_port()}", stdout=asyncio.subprocess.PIPE
+        CANCELGW, "sandbox", "--listen", "127.0.0.1:0", stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     banner = await _read_until(process.stdout, "CancelJob")
@@ -102,7 +94,7 @@ async def test_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
 async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{_free_port()}"\n'
+        '[server]\nlisten = "127.0.0.1:0"\n'
         '[connections.k]\nupstream = "kiiex"\nbase_url = "http://127.0.0.1:9"\n'
         'username_env = "U"\npassword_env = "P"\n'
     )

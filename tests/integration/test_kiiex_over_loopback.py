@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ async def kiiex_http(kiiex_sim: KiiexSimulator) -> AsyncIterator[LoopbackServer]
 async def gateway(
     start_gateway: Callable[..., Any], kiiex_http: LoopbackServer
 ) -> tuple[Stub, GatewayServer]:
-    config = make_config({"kiiex-main": kiiex_connection(kiiex_http.url, timeout_seconds=0.5)})
+    config = make_config({"kiiex-main": kiiex_connection(kiiex_http.url, timeout_seconds=1.0)})
     started: tuple[Stub, GatewayServer] = await start_gateway(config)
     return started
 
@@ -44,13 +43,6 @@ def _report(report_id: str, **fields: Any) -> pb.CancelJobRequest:
     return pb.CancelJobRequest(
         kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id), **fields
     )
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_existing_report_is_accepted(
@@ -170,9 +162,9 @@ async def test_job_without_a_connection_of_its_upstream_is_failed_precondition(
 
 
 async def test_unreachable_upstream_is_failed_unavailable_and_retryable(
-    start_gateway: Callable[..., Any],
+    start_gateway: Callable[..., Any], refused_url: str
 ) -> None:
-    config = make_config({"k": kiiex_connection(f"http://127.0.0.1:{_closed_port()}")})
+    config = make_config({"k": kiiex_connection(refused_url)})
     stub, _ = await start_gateway(config)
     response = await stub.CancelJob(_report("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"))
     assert (response.outcome, response.reason, response.retryable) == (
@@ -201,7 +193,7 @@ async def test_slow_upstream_times_out_then_the_retry_succeeds(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
-    kiiex_sim.faults.inject(Fault("delay", seconds=0.8))
+    kiiex_sim.faults.inject(Fault("delay", seconds=2.0))
     response = await stub.CancelJob(_report(kiiex_sim.add_report()))
     assert (response.outcome, response.attempts) == (pb.OUTCOME_ACCEPTED, 2)
 
@@ -210,10 +202,30 @@ async def test_caller_deadline_is_deadline_exceeded(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
-    kiiex_sim.faults.inject(Fault("delay", seconds=0.8), times=3)
+    kiiex_sim.faults.inject(Fault("delay", seconds=2.0), times=3)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report(kiiex_sim.add_report()), timeout=0.3)
-    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        await stub.CancelJob(_report(kiiex_sim.add_report()), timeout=1.5)
+    # The gateway answers before gRPC cuts the call off, so the status carries its details.
+    error = rich_error(raised.value)
+    assert (error.code, error.info.reason) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "DEADLINE_EXCEEDED",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("connection", "c" * 20_000), ("idempotency_key", "k" * 20_000)]
+)
+async def test_oversized_request_fields_are_invalid_argument(
+    gateway: tuple[Stub, GatewayServer], field: str, value: str
+) -> None:
+    stub, _ = gateway
+    request = _report("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30", **{field: value})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.CancelJob(request)
+    error = rich_error(raised.value)
+    assert (error.code, error.bad_fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+    assert len(error.message) < 200
 
 
 async def test_expired_session_is_renewed_transparently(
@@ -251,12 +263,23 @@ async def test_stop_lets_the_in_flight_call_finish(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, server = gateway
-    kiiex_sim.faults.inject(Fault("delay", seconds=0.3))
+    release = asyncio.Event()
+
+    async def held(seconds: float) -> None:  # the upstream answers when the test says so
+        await release.wait()
+
+    kiiex_sim.faults.sleep = held
+    kiiex_sim.faults.inject(Fault("delay"))
     call = asyncio.ensure_future(stub.CancelJob(_report(kiiex_sim.add_report())))
-    for _ in range(500):  # bounded poll: until the upstream has the request
+    for _ in range(500):  # bounded poll: until the upstream holds the request
         if kiiex_sim.calls["CancelUserReport"]:
             break
         await asyncio.sleep(0.01)
-    await server.stop(grace=5.0)
+    stopping = asyncio.ensure_future(server.stop(grace=5.0))
+    for _ in range(10):  # let stop() get going: it must wait for the call, not cut it
+        await asyncio.sleep(0)
+    assert not call.done()
+    release.set()
     response = await call
+    await stopping
     assert response.outcome == pb.OUTCOME_ACCEPTED

@@ -131,13 +131,6 @@ async def _until(check: Callable[[], Any], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_series_exist_at_zero_before_any_call(observed: Observed) -> None:
     samples = await scrape(observed.server)
     for job in UPSTREAMS["kiiex"].jobs:  # every kind the registry lists, not a copy
@@ -260,7 +253,13 @@ async def test_confirmation_result_is_counted(observed: Observed) -> None:
 
 async def test_in_flight_shows_a_slow_call_while_it_runs(observed: Observed) -> None:
     await observed.stub.CancelJob(_report(observed.sim.add_report()))
-    observed.sim.faults.inject(Fault("delay", seconds=0.5))
+    release = asyncio.Event()
+
+    async def held(seconds: float) -> None:  # the "delay" lasts until the test says so
+        await release.wait()
+
+    observed.sim.faults.sleep = held
+    observed.sim.faults.inject(Fault("delay"))
     call = asyncio.ensure_future(observed.stub.CancelJob(_report(observed.sim.add_report())))
     gauge = series("cancelgw_upstream_in_flight", connection="kiiex-main")
 
@@ -268,15 +267,16 @@ async def test_in_flight_shows_a_slow_call_while_it_runs(observed: Observed) -> 
         return (await scrape(observed.server))[gauge] == 1
 
     await _until(in_flight, "the slow call to show in flight")
+    release.set()
     await call
     assert (await scrape(observed.server))[gauge] == 0
 
 
 async def test_breaker_opens_then_answers_without_calling_the_upstream(
-    start_gateway: Callable[..., Any],
+    start_gateway: Callable[..., Any], refused_url: str
 ) -> None:
     connection = kiiex_connection(
-        f"http://127.0.0.1:{_closed_port()}",
+        refused_url,
         retry={"max_attempts": 1},
         breaker={"failure_threshold": 2, "reset_seconds": 60},
     )
@@ -352,11 +352,34 @@ class BrokenTransport(httpx.AsyncBaseTransport):
         raise RuntimeError("bug in the transport")
 
 
-async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
+async def test_an_unforeseen_adapter_failure_is_an_envelope_with_a_logged_traceback(
     start_gateway: Callable[..., Any], captured_logs: io.StringIO
 ) -> None:
     config = observed_config({"k": kiiex_connection()})
-    stub, server = await start_gateway(config, {"k": BrokenTransport()})
+    stub, _ = await start_gateway(config, {"k": BrokenTransport()})
+    response = await stub.CancelJob(_report(MISSING_REPORT))
+    assert (response.outcome, response.reason) == (
+        pb.OUTCOME_FAILED,
+        pb.REASON_BAD_UPSTREAM_RESPONSE,
+    )
+    assert "bug in the transport" not in response.message  # internals stay in the log
+    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+    (error,) = [line for line in lines if line["level"] == "error"]
+    assert "RuntimeError: bug in the transport" in error["exception"]
+
+
+async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
+    start_gateway: Callable[..., Any],
+    captured_logs: io.StringIO,
+    kiiex_sim: KiiexSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object) -> object:
+        raise RuntimeError("bug in the core")
+
+    monkeypatch.setattr("gateway.router.aggregate", broken)
+    config = observed_config({"k": kiiex_connection()})
+    stub, server = await start_gateway(config, {"k": httpx.ASGITransport(app=kiiex_sim.app)})
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(_report(MISSING_REPORT))
     assert raised.value.code() is grpc.StatusCode.UNKNOWN
@@ -366,7 +389,7 @@ async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
     lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
     (line,) = [line for line in lines if line["message"] == "cancel_job"]
     assert (line["level"], line["grpc_code"]) == ("error", "UNKNOWN")
-    assert "RuntimeError: bug in the transport" in line["exception"]
+    assert "RuntimeError: bug in the core" in line["exception"]
 
 
 async def test_no_secret_reaches_the_logs(observed: Observed, captured_logs: io.StringIO) -> None:
