@@ -41,6 +41,18 @@ class FaultQueue:
     def inject(self, fault: Fault, times: int = 1) -> None:
         self._pending.extend([fault] * times)
 
+    def hold(self) -> asyncio.Event:
+        """Queues a `delay` that lasts until the returned event is set, not for a time: a test
+        keeps a request in flight exactly as long as it needs to, on any machine."""
+        release = asyncio.Event()
+
+        async def until_released(seconds: float) -> None:
+            await release.wait()
+
+        self.sleep = until_released
+        self.inject(Fault("delay"))
+        return release
+
     def __len__(self) -> int:
         return len(self._pending)
 

@@ -263,13 +263,7 @@ async def test_stop_lets_the_in_flight_call_finish(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, server = gateway
-    release = asyncio.Event()
-
-    async def held(seconds: float) -> None:  # the upstream answers when the test says so
-        await release.wait()
-
-    kiiex_sim.faults.sleep = held
-    kiiex_sim.faults.inject(Fault("delay"))
+    release = kiiex_sim.faults.hold()  # the upstream answers when the test says so
     call = asyncio.ensure_future(stub.CancelJob(_report(kiiex_sim.add_report())))
     for _ in range(500):  # bounded poll: until the upstream holds the request
         if kiiex_sim.calls["CancelUserReport"]:

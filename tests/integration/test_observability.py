@@ -253,13 +253,7 @@ async def test_confirmation_result_is_counted(observed: Observed) -> None:
 
 async def test_in_flight_shows_a_slow_call_while_it_runs(observed: Observed) -> None:
     await observed.stub.CancelJob(_report(observed.sim.add_report()))
-    release = asyncio.Event()
-
-    async def held(seconds: float) -> None:  # the "delay" lasts until the test says so
-        await release.wait()
-
-    observed.sim.faults.sleep = held
-    observed.sim.faults.inject(Fault("delay"))
+    release = observed.sim.faults.hold()
     call = asyncio.ensure_future(observed.stub.CancelJob(_report(observed.sim.add_report())))
     gauge = series("cancelgw_upstream_in_flight", connection="kiiex-main")
 
