@@ -1,5 +1,6 @@
-# Everything a fresh clone needs: `make run` and `make test` create the virtualenv,
-# install, and generate the gRPC stubs on their own.
+# Everything a fresh clone needs: `make run` and `make test` create the virtualenv and
+# install. The gRPC stubs are in the repository (cancellation/v1), so `pip install .`
+# works anywhere; `make proto` regenerates them after a .proto change.
 # The first interpreter that actually runs and is 3.11+ (pyenv shims exist for absent versions).
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
             $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
@@ -7,7 +8,6 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV   := .venv
 BIN    := $(VENV)/bin
 PROTO  := protos/cancellation/v1/gateway.proto
-STUBS  := cancellation/v1/gateway_pb2.py
 
 .PHONY: run test tools lint proto bench readme clean
 
@@ -40,9 +40,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-proto:
-	rm -f $(STUBS)
-	$(MAKE) $(STUBS)
+# The same pinned generators as tests/unit/test_contract.py, so the stubs match byte for byte.
+proto: $(BIN)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTO)
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.cancel_load $(BENCH_ARGS)
@@ -52,25 +53,13 @@ readme: $(BIN)/.installed
 	$(BIN)/cancelgw codes --write README.md
 
 clean:
-	rm -rf $(VENV) cancellation build *.egg-info
+	rm -rf $(VENV) build *.egg-info
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is required; none found on PATH" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The stubs are generated before the editable install so that the `cancellation`
-# package exists when setuptools maps the project's packages.
-$(BIN)/.codegen: $(BIN)/python
-	$(BIN)/python -m pip install --quiet "grpcio-tools>=1.66" "mypy-protobuf>=3.6"
-	touch $@
-
-$(STUBS): $(PROTO) $(BIN)/.codegen
-	mkdir -p cancellation/v1
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
-	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTO)
-	touch cancellation/__init__.py cancellation/v1/__init__.py
-
-$(BIN)/.installed: pyproject.toml $(STUBS)
+$(BIN)/.installed: pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@

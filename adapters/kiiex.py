@@ -1,53 +1,43 @@
 """KIIEX (AlphaPoint APEX) over its HTTP form: `POST {base_url}{path_prefix}/<Function>`.
 
-Every call answers the generic envelope `{result, errormsg, errorcode, detail}` (CancelQuote
-answers one per leg). `result: true` only acknowledges receipt, hence ACCEPTED; the read API
-(`GetUserReportTickets`) is what confirms. Facts and assumptions: shared/upstreams.md, part 1.
+Every call answers the generic envelope `{result, errormsg, errorcode, detail}`; CancelQuote
+answers one per leg (`BidResult`, `AskResult`), or one for the whole request when APEX
+refuses it before looking at the legs (a wrong OMS, say). `result: true` only acknowledges
+receipt, hence ACCEPTED; the read APIs (`GetUserReportTickets`, `GetOpenQuotes`) are what
+confirm. Facts and assumptions: docs/UPSTREAMS.md, "KIIEX".
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import json
-import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
-from adapters.base import (
-    COMMON_CODES,
+from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
+from adapters.guard import AuthRefused, UpstreamFailure, answered
+from adapters.http import (
     OPERATION,
-    UNREADABLE,
-    AuthRefused,
-    CodeTable,
-    ConfirmState,
-    LegCheck,
-    Upstream,
-    UpstreamFailure,
-    answer_within,
-    failed_reply,
     http_client,
     json_body,
     raw_text,
     redacted,
     retry_after,
     send,
-    status_key,
-    verdict_for,
 )
 from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
-from gateway.jobs import Job, KiiexQuote, KiiexUserReport
+from gateway.jobs import JobKind, KiiexQuote, KiiexUserReport
 from gateway.model import JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
+from gateway.upstream import CodeTable, ConfirmState, LegCheck, Upstream
 
-log = logging.getLogger(__name__)
 NOT_AUTHORIZED = "20"
 OTHER_CODE = "other"
 RATE_LIMIT_TEXT = "TOO MANY REQUESTS"
@@ -79,6 +69,8 @@ CODES: CodeTable = {
     ),
     **COMMON_CODES,
 }
+# Codes a public source lists as errors: on a non-2xx answer only these say more than the status.
+_DOCUMENTED_ERRORS = frozenset(code for code in CODES if code.isdigit() and code != "0")
 
 _ORDER_CANCELED = 3
 _CANCELLED_STATUSES = frozenset({"UserCancelled"})
@@ -174,7 +166,8 @@ def _envelope(value: Any) -> tuple[str, str, str]:
 
 def _leg(leg: str, envelope: Any) -> LegResult:
     code, message, detail = _envelope(envelope)
-    return LegResult.from_verdict(leg, verdict_for(CODES, code, OTHER_CODE), code, message, detail)
+    verdict = CODES.get(code) or CODES[OTHER_CODE]
+    return LegResult.from_verdict(leg, verdict, code, message, detail)
 
 
 def _guid_matches(request_id: Any, report_id: str) -> bool:
@@ -190,9 +183,6 @@ def _guid_matches(request_id: Any, report_id: str) -> bool:
 
 
 class KiiexAdapter:
-    upstream: ClassVar[str] = "kiiex"
-    jobs: ClassVar[tuple[type, ...]] = (KiiexUserReport, KiiexQuote)
-
     def __init__(
         self, connection: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
@@ -203,29 +193,32 @@ class KiiexAdapter:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def cancel(self, job: Job, timeout: float) -> UpstreamReply:
-        legs = _legs(job)
-
+    async def cancel(self, job: JobKind, *, timeout: float) -> UpstreamReply:
         async def cancel_once() -> UpstreamReply:
-            return _reply(await self._call(job.operation, _cancel_payload(job), timeout), legs)
+            response = await self._call(job.operation, _cancel_payload(job), timeout)
+            return _reply(response, job.legs)
 
-        return await answer_within(CODES, legs, NOT_AUTHORIZED, timeout, cancel_once())
+        return await answered(
+            cancel_once(),
+            timeout=timeout,
+            refused_code=NOT_AUTHORIZED,
+            on_failure=lambda failure: failed_reply(
+                CODES, job.legs, failure.code, failure.message, retry_after=failure.retry_after
+            ),
+        )
 
-    async def confirm(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
-        """What the read API says now; a read that fails leaves every leg PENDING."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._checks(job, timeout)
-        except TimeoutError:
-            detail = f"read took longer than {timeout:.2f}s"
-        except (UpstreamFailure, AuthRefused) as failure:
-            detail = f"read failed: {failure}"
-        except Exception:  # an answer no branch foresaw
-            log.exception("could not read a KIIEX confirmation answer")
-            detail = "read answer could not be understood"
-        return tuple(LegCheck(leg, ConfirmState.PENDING, detail) for leg in _legs(job))
+    async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
+        return await answered(
+            self._checks(job, timeout),
+            timeout=timeout,
+            refused_code=NOT_AUTHORIZED,
+            on_failure=lambda failure: tuple(
+                LegCheck(leg, ConfirmState.PENDING, f"read failed: {failure.message}")
+                for leg in job.legs
+            ),
+        )
 
-    async def _checks(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
+    async def _checks(self, job: JobKind, timeout: float) -> tuple[LegCheck, ...]:
         if isinstance(job, KiiexUserReport):
             return (await self._report_check(job, timeout),)
         if isinstance(job, KiiexQuote):
@@ -238,7 +231,7 @@ class KiiexAdapter:
         account = job.account_id or session.account_id
         if job.instrument_id is None or account is None:
             reason = "GetOpenQuotes needs the account and instrument; give both to confirm"
-            return tuple(LegCheck(leg, ConfirmState.PENDING, reason) for leg in _legs(job))
+            return tuple(LegCheck(leg, ConfirmState.PENDING, reason) for leg in job.legs)
         query: JsonValue = {
             "OMSId": job.oms_id,
             "AccountId": account,
@@ -331,15 +324,11 @@ def _login_refusal(body: dict[str, Any], token_field: str) -> Exception:
     return AuthRefused(f"AuthenticateUser: {reason}")
 
 
-def _legs(job: Job) -> tuple[str, ...]:
-    return ("bid", "ask") if isinstance(job, KiiexQuote) else ("report",)
-
-
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _cancel_payload(job: Job) -> dict[str, JsonValue]:
+def _cancel_payload(job: JobKind) -> dict[str, JsonValue]:
     if isinstance(job, KiiexUserReport):
         return {"UserReportId": job.user_report_id}
     if isinstance(job, KiiexQuote):
@@ -373,33 +362,51 @@ def _says_not_authorized(response: httpx.Response) -> bool:
 def _reply(response: httpx.Response, legs: tuple[str, ...]) -> UpstreamReply:
     if response.text.strip().upper() == RATE_LIMIT_TEXT:
         return _http_failure(response, legs, RATE_LIMIT_TEXT)
+    status = status_key(CODES, response.status_code)
     try:
         body = json_body(response)
     except UpstreamFailure as failure:
         if response.is_success:
-            return failed_reply(CODES, legs, UNREADABLE, failure.message, raw_text(response))
-        return _http_failure(response, legs, status_key(CODES, response.status_code))
-    if not response.is_success and _envelope(body)[0] in (UNREADABLE, "0"):
-        return _http_failure(
-            response, legs, status_key(CODES, response.status_code), redacted(body)
-        )
-    if legs == ("report",):
-        return UpstreamReply((_leg("report", body),), redacted(body))
-    if not isinstance(body, dict):
-        return failed_reply(
-            CODES, legs, UNREADABLE, "expected {BidResult, AskResult}", redacted(body)
-        )
-    return UpstreamReply(
-        (_leg("bid", body.get("BidResult")), _leg("ask", body.get("AskResult"))), redacted(body)
-    )
+            return failed_reply(CODES, legs, UNREADABLE, failure.message, body=raw_text(response))
+        return _http_failure(response, legs, status)
+    envelopes = _leg_envelopes(body, legs)
+    if envelopes is None:
+        if response.is_success:
+            return failed_reply(
+                CODES, legs, UNREADABLE, "expected {BidResult, AskResult}", body=redacted(body)
+            )
+        return _http_failure(response, legs, status, redacted(body))
+    results = tuple(_leg(leg, envelope) for leg, envelope in zip(legs, envelopes, strict=True))
+    # Body code, then HTTP status: on an error status only a documented errorcode says more.
+    if not response.is_success and any(r.upstream_code not in _DOCUMENTED_ERRORS for r in results):
+        return _http_failure(response, legs, status, redacted(body))
+    return UpstreamReply(results, redacted(body))
+
+
+def _leg_envelopes(body: JsonValue, legs: tuple[str, ...]) -> list[Any] | None:
+    """The generic envelope answering each leg, or None when the body has no such shape."""
+    if len(legs) == 1:
+        return [body]
+    if isinstance(body, dict) and ("BidResult" in body or "AskResult" in body):
+        return [body.get("BidResult"), body.get("AskResult")]
+    if isinstance(body, dict) and "result" in body:
+        return [body] * len(legs)  # one answer for the whole request covers both legs
+    return None
 
 
 def _http_failure(
     response: httpx.Response, legs: tuple[str, ...], key: str, body: JsonValue = None
 ) -> UpstreamReply:
     status = f"HTTP {response.status_code}"
-    body = body or raw_text(response)
-    return failed_reply(CODES, legs, key, status, body, status, retry_after(response))
+    return failed_reply(
+        CODES,
+        legs,
+        key,
+        status,
+        body=body or raw_text(response),
+        shown_code=status,
+        retry_after=retry_after(response),
+    )
 
 
 def _report_check(status: str) -> LegCheck:
@@ -419,4 +426,11 @@ def _quote_check(leg: str, quote_id: int, open_quote: Any) -> LegCheck:
     return LegCheck(leg, ConfirmState.PENDING, f"quote {quote_id} still open (orderState {state})")
 
 
-UPSTREAM = Upstream("kiiex", parse_options, KiiexAdapter, KiiexAdapter.jobs, CODES)
+UPSTREAM = Upstream(
+    name="kiiex",
+    jobs=(KiiexUserReport, KiiexQuote),
+    codes=CODES,
+    parse_options=parse_options,
+    connect=KiiexAdapter,
+    sandbox="simulators.kiiex:SANDBOX",
+)

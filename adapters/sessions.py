@@ -8,7 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from adapters.base import AuthRefused, token_refreshed
+from adapters.guard import AuthRefused
+from gateway.upstream import observer
 
 Credential = TypeVar("Credential")
 Answer = TypeVar("Answer")
@@ -63,10 +64,12 @@ class SharedLogin(Generic[Credential]):
         try:
             credential = await self._login(timeout)
         except AuthRefused:
-            token_refreshed("refused")
+            observer().token_refreshed("refused")
             raise
         except Exception:
-            token_refreshed("error")  # no usable answer: unreachable, timeout, unreadable
+            observer().token_refreshed(
+                "error"
+            )  # no usable answer: unreachable, timeout, unreadable
             raise
-        token_refreshed("ok")
+        observer().token_refreshed("ok")
         return credential

@@ -1,41 +1,37 @@
-"""Zuora Reporting API: `DELETE {base}{api_prefix}/reportruns/{id}` with an OAuth bearer token.
+"""Zuora Reporting API: `DELETE {base}{api_prefix}/reportruns/{id}`.
 
-A 200 can still be a failure (`success: false`), so the body decides before the status
-does: `reasons[].code` (6-digit resource + 2-digit category) maps by its category, then the
-HTTP status, then the success text. Facts and assumptions: shared/upstreams.md, part 2.
+Two host families: the REST hosts (`rest.*`), where only an OAuth bearer token works, and
+the older Reporting hosts (`zconnect*`), where only the legacy `apiAccessKeyId` /
+`apiSecretAccessKey` headers work. A 200 can still be a failure (`success: false`), so the
+body decides before the status does: a documented `reasons[].code` category (6-digit
+resource + 2-digit category) maps by that category; an undocumented one says no more than
+the HTTP status; then the success text. Facts and assumptions: docs/UPSTREAMS.md, "Zuora".
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
-from adapters.base import (
-    COMMON_CODES,
+from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
+from adapters.guard import AuthRefused, UpstreamFailure, answered
+from adapters.http import (
     OPERATION,
-    UNREADABLE,
-    AuthRefused,
-    CodeTable,
-    LegCheck,
-    Upstream,
-    UpstreamFailure,
-    answer_within,
-    failed_reply,
     http_client,
     json_body,
     raw_text,
     redacted,
     retry_after,
     send,
-    status_key,
 )
 from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
-from gateway.jobs import Job, ZuoraReportRun
+from gateway.jobs import JobKind, ZuoraReportRun
 from gateway.model import JsonValue, Outcome, Reason, UpstreamReply, Verdict
+from gateway.upstream import CodeTable, LegCheck, Upstream
 
 LEG = "report_run"
 CANCELED_TEXT = "has been canceled"
@@ -43,19 +39,27 @@ ALREADY_CANCELED_TEXT = "was canceled"
 UNRECOGNIZED_SUCCESS = "success: other text"
 OTHER_CATEGORY = "category other"
 
-# The REST hosts of the fact sheet's data-center table (OAuth works only on these).
-DATA_CENTERS = {
-    "us-production": "https://rest.zuora.com",
-    "us-sandbox": "https://rest.apisandbox.zuora.com",
-    "us-cloud-production": "https://rest.na.zuora.com",
-    "us-cloud-sandbox": "https://rest.sandbox.na.zuora.com",
-    "us-central-sandbox": "https://rest.test.zuora.com",
-    "eu-production": "https://rest.eu.zuora.com",
-    "eu-sandbox": "https://rest.sandbox.eu.zuora.com",
-    "eu-central-sandbox": "https://rest.test.eu.zuora.com",
-    "apac-production": "https://rest.ap.zuora.com",
-    "apac-sandbox": "https://rest.test.ap.zuora.com",
+OAUTH, LEGACY = "oauth", "legacy"
+
+# Each data center has a REST host (OAuth only) and an older Reporting host (legacy
+# credential headers only); a preset names one host, and so the credentials it takes.
+_HOSTS = {
+    "us-production": ("rest.zuora.com", "zconnect.zuora.com"),
+    "us-sandbox": ("rest.apisandbox.zuora.com", "zconnectsandbox.zuora.com"),
+    "us-cloud-production": ("rest.na.zuora.com", "zconnect.na.zuora.com"),
+    "us-cloud-sandbox": ("rest.sandbox.na.zuora.com", "zconnect.sandbox.na.zuora.com"),
+    "us-central-sandbox": ("rest.test.zuora.com", "zconnect-services0001.test.zuora.com"),
+    "eu-production": ("rest.eu.zuora.com", "zconnect.eu.zuora.com"),
+    "eu-sandbox": ("rest.sandbox.eu.zuora.com", "zconnect.sandbox.eu.zuora.com"),
+    "eu-central-sandbox": ("rest.test.eu.zuora.com", "zconnect-services0002.test.eu.zuora.com"),
+    "apac-production": ("rest.ap.zuora.com", "zconnect-prod05.ap.zuora.com"),
+    "apac-sandbox": ("rest.test.ap.zuora.com", "zconnect-services0003.test.ap.zuora.com"),
 }
+DATA_CENTERS: dict[str, tuple[str, str]] = {
+    **{name: (f"https://{rest}", OAUTH) for name, (rest, _) in _HOSTS.items()},
+    **{f"{name}-zconnect": (f"https://{old}", LEGACY) for name, (_, old) in _HOSTS.items()},
+}
+"""Preset name -> (base URL, the credentials that host accepts)."""
 
 _F = Outcome.FAILED
 CODES: CodeTable = {
@@ -97,20 +101,42 @@ CODES: CodeTable = {
 
 
 @dataclass(frozen=True)
+class OAuthClient:
+    """OAuth 2.0 client credentials, for the REST hosts."""
+
+    client_id: str
+    client_secret: str
+    refresh_margin: float
+
+
+@dataclass(frozen=True)
+class LegacyCredentials:
+    """The zconnect hosts' credential headers, plus an optional entity header."""
+
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ZuoraOptions:
     base_url: str
     api_prefix: str
-    client_id: str
-    client_secret: str
-    token_refresh_margin: float
+    credentials: OAuthClient | LegacyCredentials
     entity_ids: str
+
+
+_OAUTH_KEYS = ("client_id_env", "client_secret_env")
+_LEGACY_KEYS = ("api_access_key_id_env", "api_secret_access_key_env")
 
 
 def parse_options(table: Table) -> ZuoraOptions:
     if table.has("data_center") == table.has("base_url"):
         raise ConfigError(f"{table.key('data_center')}: give exactly one of data_center, base_url")
+    family = _credential_family(table)
     if table.has("data_center"):
-        base_url = table.choice("data_center", DATA_CENTERS)
+        base_url, accepted = table.choice("data_center", DATA_CENTERS)
+        if family != accepted:
+            keys = " and ".join(_OAUTH_KEYS if accepted == OAUTH else _LEGACY_KEYS)
+            raise ConfigError(f"{table.key('data_center')}: this host takes {keys}")
     else:
         base_url = table.url("base_url")
     prefix = table.string("api_prefix", "/api/rest/v1").rstrip("/")
@@ -119,11 +145,42 @@ def parse_options(table: Table) -> ZuoraOptions:
     return ZuoraOptions(
         base_url=base_url,
         api_prefix=prefix,
-        client_id=table.secret("client_id_env"),
-        client_secret=table.secret("client_secret_env"),
-        token_refresh_margin=table.seconds("token_refresh_margin_seconds", 60.0),
+        credentials=_oauth(table) if family == OAUTH else _legacy(table),
         entity_ids=table.string("entity_ids", ""),
     )
+
+
+def _credential_family(table: Table) -> str:
+    oauth, legacy = table.has("client_id_env"), table.has("api_access_key_id_env")
+    if oauth == legacy:
+        raise ConfigError(
+            f"{table.key('client_id_env')}: give either client_id_env and client_secret_env "
+            "(OAuth) or api_access_key_id_env and api_secret_access_key_env (zconnect hosts)"
+        )
+    return OAUTH if oauth else LEGACY
+
+
+def _oauth(table: Table) -> OAuthClient:
+    return OAuthClient(
+        client_id=table.secret("client_id_env"),
+        client_secret=table.secret("client_secret_env"),
+        refresh_margin=table.seconds("token_refresh_margin_seconds", 60.0),
+    )
+
+
+def _legacy(table: Table) -> LegacyCredentials:
+    headers = {
+        "apiAccessKeyId": table.secret("api_access_key_id_env"),
+        "apiSecretAccessKey": table.secret("api_secret_access_key_env"),
+    }
+    entity_id, entity_name = table.string("entity_id", ""), table.string("entity_name", "")
+    if entity_id and entity_name:
+        raise ConfigError(f"{table.key('entity_name')}: give entity_id or entity_name, not both")
+    if entity_id:
+        headers["entityId"] = entity_id
+    if entity_name:
+        headers["entityName"] = entity_name
+    return LegacyCredentials(headers)
 
 
 @dataclass(frozen=True)
@@ -137,9 +194,13 @@ def _signal(response: httpx.Response, body: JsonValue) -> tuple[str, str, str]:
     reasons = body.get("reasons") if isinstance(body, dict) else None
     if isinstance(reasons, list) and reasons and isinstance(reasons[0], dict):
         code, message = reasons[0].get("code"), str(reasons[0].get("message") or "")
-        category = f"category {str(code)[-2:]}" if isinstance(code, int | str) else OTHER_CATEGORY
-        key = category if category in CODES else OTHER_CATEGORY
-        return key, str(code), message
+        category = f"category {str(code)[-2:]}" if isinstance(code, int | str) else ""
+        if category in CODES:
+            return category, str(code), message
+        # An undocumented category says no more than the HTTP status does.
+        if not response.is_success:
+            return status_key(CODES, response.status_code), str(code), message
+        return OTHER_CATEGORY, str(code), message
     if not response.is_success:
         return status_key(CODES, response.status_code), f"HTTP {response.status_code}", ""
     if not isinstance(body, dict) or body.get("success") is not True:
@@ -160,24 +221,34 @@ def _reply(response: httpx.Response) -> UpstreamReply:
     else:
         key, shown, message = _signal(response, body)
         body = redacted(body)
-    return failed_reply(CODES, (LEG,), key, message, body, shown, retry_after(response))
+    return failed_reply(
+        CODES, (LEG,), key, message, body=body, shown_code=shown, retry_after=retry_after(response)
+    )
 
 
 class ZuoraAdapter:
-    upstream: ClassVar[str] = "zuora"
-    jobs: ClassVar[tuple[type, ...]] = (ZuoraReportRun,)
-
     def __init__(
         self, connection: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._options: ZuoraOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
-        self._tokens = SharedLogin(self._fetch_token, lambda t: time.monotonic() < t.refresh_at)
+        credentials = self._options.credentials
+        self._legacy_headers = (
+            credentials.headers if isinstance(credentials, LegacyCredentials) else {}
+        )
+        self._tokens = (
+            SharedLogin(
+                lambda timeout: self._fetch_token(credentials, timeout),
+                lambda token: time.monotonic() < token.refresh_at,
+            )
+            if isinstance(credentials, OAuthClient)
+            else None
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def cancel(self, job: Job, timeout: float) -> UpstreamReply:
+    async def cancel(self, job: JobKind, *, timeout: float) -> UpstreamReply:
         if not isinstance(job, ZuoraReportRun):
             raise TypeError(f"Zuora does not cancel {type(job).__name__}")
         path = f"{self._options.api_prefix}/reportruns/{job.report_run_id}"
@@ -185,19 +256,26 @@ class ZuoraAdapter:
         async def cancel_once() -> UpstreamReply:
             return _reply(await self._authorized("DELETE", path, job.operation, timeout))
 
-        return await answer_within(CODES, (LEG,), "HTTP 401", timeout, cancel_once())
+        return await answered(
+            cancel_once(),
+            timeout=timeout,
+            refused_code="HTTP 401",
+            on_failure=lambda failure: failed_reply(
+                CODES, (LEG,), failure.code, failure.message, retry_after=failure.retry_after
+            ),
+        )
 
-    async def confirm(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
+    async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
         # A Zuora cancel answers CANCELED itself; the core confirms only ACCEPTED legs.
         return ()
 
     async def _authorized(
         self, method: str, path: str, operation: str, timeout: float
     ) -> httpx.Response:
-        """One call with the shared token, refreshing it once on 401."""
+        """One call with the connection's credentials; an OAuth token is refreshed once on 401."""
 
-        async def send_with(token: _Token) -> httpx.Response:
-            headers = {"Authorization": f"Bearer {token.value}"}
+        async def send_with(auth: dict[str, str]) -> httpx.Response:
+            headers = dict(auth)
             if self._options.entity_ids:
                 headers["Zuora-Entity-Ids"] = self._options.entity_ids
             request = self._client.build_request(
@@ -205,12 +283,18 @@ class ZuoraAdapter:
             )
             return await send(self._client, request, timeout)
 
-        return await self._tokens.call(timeout, send_with, lambda answer: answer.status_code == 401)
+        if self._tokens is None:
+            return await send_with(self._legacy_headers)
+        return await self._tokens.call(
+            timeout,
+            lambda token: send_with({"Authorization": f"Bearer {token.value}"}),
+            lambda answer: answer.status_code == 401,
+        )
 
-    async def _fetch_token(self, timeout: float) -> _Token:
+    async def _fetch_token(self, client: OAuthClient, timeout: float) -> _Token:
         form = {
-            "client_id": self._options.client_id,
-            "client_secret": self._options.client_secret,
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
             "grant_type": "client_credentials",
         }
         request = self._client.build_request(
@@ -231,7 +315,7 @@ class ZuoraAdapter:
             raise UpstreamFailure(UNREADABLE, "oauth/token: no access_token/expires_in")
         if not (token.isascii() and token.isprintable()):  # it goes into a header
             raise UpstreamFailure(UNREADABLE, "oauth/token: the access token is unusable")
-        refresh_in = max(0.0, float(lifetime) - self._options.token_refresh_margin)
+        refresh_in = max(0.0, float(lifetime) - client.refresh_margin)
         return _Token(token, time.monotonic() + refresh_in)
 
 
@@ -243,4 +327,11 @@ def _token_error(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
-UPSTREAM = Upstream("zuora", parse_options, ZuoraAdapter, ZuoraAdapter.jobs, CODES)
+UPSTREAM = Upstream(
+    name="zuora",
+    jobs=(ZuoraReportRun,),
+    codes=CODES,
+    parse_options=parse_options,
+    connect=ZuoraAdapter,
+    sandbox="simulators.zuora:SANDBOX",
+)

@@ -19,7 +19,8 @@ import grpc
 
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from gateway.sandbox import EXAMPLE_REPORT, EXAMPLE_RUN
+from simulators.kiiex import EXAMPLE_REPORT
+from simulators.zuora import EXAMPLE_RUN
 
 STARTUP_SECONDS = 30.0
 JOBS = {

@@ -7,29 +7,60 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from adapters import OPTION_PARSERS, code_tables_markdown
+from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import ConfigError, load_config
+from gateway.jobs import JobField, JobKind, job_fields, job_values, summary
 from gateway.logs import configure_logging
+from gateway.registry import Registry
 from gateway.server import GatewayServer
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TABLES_START, TABLES_END = "<!-- code-tables:start -->\n", "<!-- code-tables:end -->"
 
 
-def with_code_tables(readme: str) -> str:
+def with_code_tables(readme: str, registry: Registry = REGISTRY) -> str:
     """The README with its normalization reference replaced by the current code tables."""
     start = readme.index(TABLES_START) + len(TABLES_START)
-    return readme[:start] + code_tables_markdown() + readme[readme.index(TABLES_END) :]
+    tables = registry.code_tables_markdown()
+    return readme[:start] + tables + readme[readme.index(TABLES_END) :]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _option(field: JobField) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def command_line(job: JobKind) -> str:
+    """`cancel` arguments that send this job: `kiiex-quote --oms-id 1 1001 1002`."""
+    values = job_values(job)
+    fields = [f for f in job_fields(type(job)) if f.name in values]
+    options = [f"{_option(f)} {values[f.name]}" for f in fields if f.flag or not f.required]
+    positionals = [str(values[f.name]) for f in fields if f.required and not f.flag]
+    return " ".join([job.cli_name, *options, *positionals])
+
+
+def _add_job_commands(jobs: argparse._SubParsersAction[Any], registry: Registry) -> None:
+    """One subcommand per job kind; its arguments are the job's fields."""
+    for kind in registry.job_kinds.values():
+        command = jobs.add_parser(kind.cli_name, help=summary(kind))
+        command.set_defaults(kind=kind)
+        for field in job_fields(kind):
+            if field.required and not field.flag:
+                command.add_argument(field.name, type=field.kind)
+            else:
+                command.add_argument(
+                    _option(field), dest=field.name, type=field.kind, required=field.required
+                )
+
+
+def _parser(registry: Registry) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cancelgw", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -48,38 +79,22 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("--connection", default="")
     cancel.add_argument("--confirm", action="store_true", help="wait for confirmation")
     cancel.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
-    jobs = cancel.add_subparsers(dest="job", required=True)
-    report = jobs.add_parser("kiiex-report", help="KIIEX CancelUserReport")
-    report.add_argument("user_report_id")
-    quote = jobs.add_parser("kiiex-quote", help="KIIEX CancelQuote (both legs)")
-    quote.add_argument("--oms-id", type=int, required=True)
-    quote.add_argument("--account-id", type=int)
-    quote.add_argument("--instrument-id", type=int)
-    quote.add_argument("bid_quote_id", type=int)
-    quote.add_argument("ask_quote_id", type=int)
-    run = jobs.add_parser("zuora-run", help="Zuora: cancel a report run")
-    run.add_argument("report_run_id")
+    _add_job_commands(cancel.add_subparsers(dest="job", required=True), registry)
     return parser
 
 
 def _job_request(args: argparse.Namespace) -> gateway_pb2.CancelJobRequest:
+    """The request as typed: the gateway, not the CLI, judges the values."""
     request = gateway_pb2.CancelJobRequest(
         connection=args.connection, wait_for_confirmation=args.confirm
     )
-    if args.job == "kiiex-report":
-        request.kiiex_user_report.user_report_id = args.user_report_id
-    elif args.job == "kiiex-quote":
-        request.kiiex_quote.CopyFrom(
-            gateway_pb2.KiiexQuote(
-                oms_id=args.oms_id,
-                account_id=args.account_id,
-                instrument_id=args.instrument_id,
-                bid_quote_id=args.bid_quote_id,
-                ask_quote_id=args.ask_quote_id,
-            )
-        )
-    else:
-        request.zuora_report_run.report_run_id = args.report_run_id
+    kind: type[JobKind] = args.kind
+    message = getattr(request, kind.proto_field)
+    message.SetInParent()
+    for field in job_fields(kind):
+        value = getattr(args, field.name)
+        if value is not None:
+            setattr(message, field.name, value)
     return request
 
 
@@ -128,17 +143,17 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config_path: Path | None) -> int:
+async def _serve(config_path: Path | None, registry: Registry) -> int:
     if config_path is None:
         print("error: give --config FILE or set CANCELGW_CONFIG", file=sys.stderr)
         return 2
     try:
-        config = load_config(config_path, os.environ, OPTION_PARSERS)
+        config = load_config(config_path, os.environ, registry.option_parsers)
     except ConfigError as error:
         print(f"error: configuration: {error}", file=sys.stderr)
         return 2
     configure_logging(config.server.log_level)
-    server = GatewayServer(config)
+    server = GatewayServer(config, registry=registry)
     try:
         port = await server.start()
     except RuntimeError as error:  # the gRPC or the metrics port is taken
@@ -150,19 +165,20 @@ async def _serve(config_path: Path | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, registry: Registry = REGISTRY) -> int:
+    args = _parser(registry).parse_args(argv)
     if args.command == "serve":
-        return asyncio.run(_serve(args.config))
+        return asyncio.run(_serve(args.config, registry))
     if args.command == "sandbox":
+        # Imported here: the sandbox needs the simulators, which only development installs.
         from gateway.sandbox import run_sandbox
 
-        return asyncio.run(run_sandbox(args.listen))
+        return asyncio.run(run_sandbox(args.listen, registry))
     if args.command == "codes":
         if args.write:
-            args.write.write_text(with_code_tables(args.write.read_text()))
+            args.write.write_text(with_code_tables(args.write.read_text(), registry))
         else:
-            print(code_tables_markdown(), end="")
+            print(registry.code_tables_markdown(), end="")
         return 0
     return _cancel(args)
 

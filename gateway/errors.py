@@ -1,15 +1,20 @@
 """Gateway-side failures: the only things that end a CancelJob with a non-OK gRPC status.
 
-Whatever the upstream decided or failed at is an envelope, not one of these. Each error
-names its gRPC status code (by name, so this module stays free of grpc) and an ErrorInfo
-reason; `gateway.service` turns them into a rich status in one place.
+Whatever the upstream decided or failed at is an envelope, not one of these. The core raises
+them; `gateway.service` maps each class to a gRPC status code and an ErrorInfo reason in one
+table, so this module stays free of grpc.
+
+    GatewayError
+    ├── InvalidArgument        a request field is malformed (each violation names the field)
+    ├── UnknownConnection      `connection` names nothing configured, or one of another upstream
+    ├── JobKindNotImplemented  a job kind no registered upstream serves
+    └── DeadlineExceeded       the caller's deadline passed before the gateway could answer
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -21,10 +26,7 @@ class FieldViolation:
 
 
 class GatewayError(Exception):
-    """Base of every gateway-side failure."""
-
-    status_code: ClassVar[str] = "INTERNAL"
-    reason: ClassVar[str] = "INTERNAL"
+    """Base of every gateway-side failure; `metadata` goes into the ErrorInfo."""
 
     def __init__(self, message: str, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -33,9 +35,6 @@ class GatewayError(Exception):
 
 
 class InvalidArgument(GatewayError):
-    status_code = "INVALID_ARGUMENT"
-    reason = "INVALID_ARGUMENT"
-
     def __init__(self, violations: list[FieldViolation]) -> None:
         message = "; ".join(f"{v.field}: {v.description}" for v in violations)
         super().__init__(message, {"fields": ",".join(v.field for v in violations)})
@@ -49,15 +48,12 @@ class InvalidArgument(GatewayError):
 
 
 class UnknownConnection(GatewayError):
-    status_code = "FAILED_PRECONDITION"
-    reason = "UNKNOWN_CONNECTION"
+    pass
 
 
 class JobKindNotImplemented(GatewayError):
-    status_code = "UNIMPLEMENTED"
-    reason = "JOB_KIND_NOT_IMPLEMENTED"
+    pass
 
 
 class DeadlineExceeded(GatewayError):
-    status_code = "DEADLINE_EXCEEDED"
-    reason = "DEADLINE_EXCEEDED"
+    pass

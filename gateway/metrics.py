@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +20,6 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from gateway.jobs import Job
 from gateway.model import SUCCESSFUL_OUTCOMES, CancelResult, Outcome, Reason, Verdict
 
 PREFIX = "cancelgw"
@@ -46,12 +44,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 def label(value: Outcome | Reason) -> str:
     """Enum names as label values: lower case, no proto prefix (`not_found`)."""
     return value.name.lower()
-
-
-def job_labels(job_class: type) -> tuple[str, str]:
-    """(upstream, operation) of a job class listed in an `Upstream.jobs` (typed `type` there)."""
-    kind = cast("type[Job]", job_class)
-    return kind.upstream, kind.operation
 
 
 def possible_results(verdicts: Iterable[Verdict]) -> frozenset[tuple[Outcome, Reason]]:
@@ -225,7 +217,8 @@ class Metrics:
 
 
 class ConnectionMetrics:
-    """What happens on one connection; also the observer `adapters.base.send` reports to."""
+    """What happens on one connection; also the `gateway.upstream.UpstreamObserver` its
+    adapter reports to."""
 
     def __init__(self, metrics: Metrics, name: str) -> None:
         self._metrics = metrics

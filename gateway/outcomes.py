@@ -1,10 +1,13 @@
-"""Normalization of legs into one envelope: the rules for PARTIAL, FAILED and the rest."""
+"""Legs into one envelope: the rules for PARTIAL, FAILED and the rest, and all envelope
+wording."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.model import LegResult, Outcome, Reason
+from gateway.jobs import CancelRequest
+from gateway.model import CancelResult, LegResult, Outcome, Reason, UpstreamReply
+from gateway.resilience import CircuitBreaker
 
 # The reason a caller can act on comes first: fix credentials or input before waiting out
 # an outage. Used to pick "the more telling leg" when several legs failed differently.
@@ -62,3 +65,47 @@ def describe(upstream: str, outcome: Outcome, legs: Sequence[LegResult]) -> str:
         if not leg.succeeded or leg.reason is Reason.NOT_CONFIRMED
     ]
     return "; ".join([headline, *notes])
+
+
+def envelope(
+    request: CancelRequest,
+    legs: tuple[LegResult, ...],
+    reply: UpstreamReply,
+    attempts: int,
+    latency: float,
+) -> CancelResult:
+    """The envelope for the legs the upstream (and confirmation) left."""
+    job = request.job
+    outcome, reason, retryable = aggregate(legs)
+    return CancelResult(
+        outcome=outcome,
+        reason=reason,
+        retryable=retryable,
+        message=describe(job.upstream, outcome, legs),
+        upstream=job.upstream,
+        operation=job.operation,
+        legs=legs,
+        attempts=attempts,
+        upstream_latency=latency,
+        request_id=request.request_id,
+        upstream_response=reply.body,
+    )
+
+
+def circuit_open(connection: str, breaker: CircuitBreaker, request: CancelRequest) -> CancelResult:
+    """The envelope when the breaker kept the upstream from being called at all."""
+    job = request.job
+    wait = breaker.retry_in()
+    after = f"a trial call in {wait:.0f}s" if wait else "a trial call is under way"
+    return CancelResult(
+        outcome=Outcome.FAILED,
+        reason=Reason.UPSTREAM_UNAVAILABLE,
+        retryable=True,
+        message=(
+            f"circuit open for connection {connection}: {job.upstream} failed "
+            f"{breaker.consecutive_failures} times in a row, so it was not called; {after}"
+        ),
+        upstream=job.upstream,
+        operation=job.operation,
+        request_id=request.request_id,
+    )

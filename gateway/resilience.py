@@ -9,7 +9,7 @@ import enum
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from gateway.config import BreakerSettings, RetrySettings
@@ -51,36 +51,27 @@ class Deadline:
         return min(limit, remaining)
 
 
-def backoff_delay(
-    attempt: int, settings: RetrySettings, rng: Callable[[], float] = random.random
-) -> float:
-    """Full-jitter exponential backoff after `attempt` (1-based) failed attempts."""
-    ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0 ** min(attempt - 1, 32))
-    return rng() * ceiling
+def backoff_delays(
+    settings: RetrySettings, rng: Callable[[], float] = random.random
+) -> Iterator[float]:
+    """Full-jitter exponential backoff: the pause after each of the first `max_attempts - 1`
+    failed attempts (none after the last)."""
+    for attempt in range(1, settings.max_attempts):
+        ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0 ** min(attempt - 1, 32))
+        yield rng() * ceiling
 
 
-def retry_delay(
-    reply: UpstreamReply,
-    attempt: int,
-    settings: RetrySettings,
-    deadline: Deadline,
-    rng: Callable[[], float] = random.random,
-) -> float | None:
-    """How long to wait before another attempt, or None when another attempt is wrong.
+def worth_retrying(reply: UpstreamReply, settings: RetrySettings) -> bool:
+    """Whether another attempt may change the answer, and is safe.
 
     Only a reply whose every leg failed retryably is retried: once any leg succeeded, a
     repeat would cancel that leg again and turn its success into a failure. An upstream that
     asks for a longer pause than `backoff_max` gets its answer passed on instead: waiting
     for it would hold the caller (who may have no deadline) for as long as it says.
     """
-    if attempt >= settings.max_attempts:
-        return None
     if reply.retry_after is not None and reply.retry_after > settings.backoff_max:
-        return None
-    if not reply.legs or not all(not leg.succeeded and leg.retryable for leg in reply.legs):
-        return None
-    delay = max(backoff_delay(attempt, settings, rng), reply.retry_after or 0.0)
-    return delay if delay < deadline.remaining() else None
+        return False
+    return bool(reply.legs) and all(not leg.succeeded and leg.retryable for leg in reply.legs)
 
 
 class Bulkhead:
@@ -90,13 +81,17 @@ class Bulkhead:
         self._slots = asyncio.BoundedSemaphore(limit)
         self.limit = limit
 
-    async def acquire(self, deadline: Deadline) -> None:
-        wait = deadline.remaining()
+    async def acquire(self, deadline: Deadline, doing: str) -> None:
+        wait = deadline.budget(math.inf, doing)  # an expired deadline is not a busy bulkhead
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
         try:
             await asyncio.wait_for(self._slots.acquire(), None if math.isinf(wait) else wait)
         except TimeoutError as error:
             raise DeadlineExceeded(
-                f"the caller's deadline passed waiting for one of {self.limit} upstream slots"
+                f"the caller's deadline passed while all {self.limit} upstream slots were busy "
+                f"(waiting to start {doing})"
             ) from error
 
     def release(self) -> None:

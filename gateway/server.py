@@ -1,6 +1,6 @@
-"""The composition root: builds adapters from config, the router, and the grpc.aio server
-with health checking, reflection and metrics (interceptor plus a Prometheus endpoint);
-stops gracefully."""
+"""The composition root: builds each connection's adapter through the registry, the router and
+the call pipeline, and the grpc.aio server with health checking, reflection and metrics
+(interceptor plus a Prometheus endpoint); stops gracefully."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-import httpx
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from adapters import SUPPORTED_JOBS, UPSTREAMS
+from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import Config
 from gateway.interceptors import MetricsInterceptor
-from gateway.metrics import Metrics, job_labels, possible_results
+from gateway.metrics import Metrics, possible_results
+from gateway.pipeline import Pipeline
+from gateway.registry import Registry
 from gateway.router import Router
 from gateway.service import CancellationService
 
@@ -35,33 +37,48 @@ SERVICES = (
 log = logging.getLogger(__name__)
 
 
-def prepare_job_metrics(metrics: Metrics, config: Config) -> None:
+def prepare_job_metrics(metrics: Metrics, config: Config, registry: Registry) -> None:
     """Creates the job series of every job kind the configured connections can serve."""
     for name in sorted({c.upstream for c in config.connections.values()}):
-        upstream = UPSTREAMS[name]
+        upstream = registry.upstreams[name]
         results = possible_results(upstream.codes.values())
         for job in upstream.jobs:
-            metrics.prepare_job(*job_labels(job), results)
+            metrics.prepare_job(job.upstream, job.operation, results)
 
 
 class GatewayServer:
-    """One gateway: `start()`, serve, `stop()`. Transports may be injected for tests."""
+    """One gateway: `start()`, serve, `stop()`. Transports may be injected for tests, by
+    connection name; `registry` says which upstreams there are."""
 
     def __init__(
-        self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+        self,
+        config: Config,
+        transports: Mapping[str, Any] | None = None,
+        *,
+        registry: Registry = REGISTRY,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
-        adapters = {
-            name: UPSTREAMS[settings.upstream].connect(settings, (transports or {}).get(name))
+        connected = {
+            name: registry.upstreams[settings.upstream].connect(
+                settings, (transports or {}).get(name)
+            )
             for name, settings in config.connections.items()
         }
-        self.router = Router(config, adapters, SUPPORTED_JOBS, self.metrics)
-        prepare_job_metrics(self.metrics, config)
+        operations = {
+            name: tuple(sorted({job.operation for job in upstream.jobs}))
+            for name, upstream in registry.upstreams.items()
+        }
+        self.router = Router(config, connected, operations, self.metrics)
+        prepare_job_metrics(self.metrics, config, registry)
         self.health = health.aio.HealthServicer()
-        self._server = grpc.aio.server(interceptors=[MetricsInterceptor(self.metrics, SERVICES)])
+        # One process per port: grpc would otherwise share a port already in use, silently.
+        self._server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(self.metrics, SERVICES)],
+            options=[("grpc.so_reuseport", 0)],
+        )
         gateway_pb2_grpc.add_CancellationGatewayServicer_to_server(
-            CancellationService(self.router), self._server
+            CancellationService(self.router, Pipeline(self.metrics), registry), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -75,8 +92,12 @@ class GatewayServer:
         """Binds and starts serving (metrics endpoint first, so a gateway never serves
         unobserved); returns the bound gRPC port (useful with port 0)."""
         self._serve_metrics()
+        listen = self.config.server.listen
         try:
-            self.port = self._server.add_insecure_port(self.config.server.listen)
+            try:
+                self.port = self._server.add_insecure_port(listen)
+            except RuntimeError as error:
+                raise RuntimeError(f"cannot listen on {listen}: the address is in use") from error
             await self._server.start()
         except BaseException:
             await self._stop_metrics()

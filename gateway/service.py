@@ -1,8 +1,9 @@
 """The gRPC edge: protobuf in, typed objects to the core, protobuf out.
 
-The only module that touches the generated stubs. Gateway-side failures become a rich
-status here, in one place: the code named by the error, a `google.rpc.ErrorInfo`, and a
-`google.rpc.BadRequest` when fields were at fault.
+The only module that touches the generated stubs. Jobs convert field by field as their
+registered kind declares them, so no job kind is named here. Gateway-side failures become a
+rich status here, in one table: the gRPC code and ErrorInfo reason of each core error, a
+`google.rpc.ErrorInfo` always, and a `google.rpc.BadRequest` when fields were at fault.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 
 import grpc
@@ -23,10 +24,19 @@ from grpc_status import rpc_status
 
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import NAME
-from gateway.errors import FieldViolation, GatewayError, InvalidArgument
-from gateway.jobs import CancelRequest, Job, KiiexQuote, KiiexUserReport, ZuoraReportRun
+from gateway.errors import (
+    DeadlineExceeded,
+    FieldViolation,
+    GatewayError,
+    InvalidArgument,
+    JobKindNotImplemented,
+    UnknownConnection,
+)
+from gateway.jobs import CancelRequest, JobKind, job_fields
 from gateway.metrics import label
 from gateway.model import CancelResult, JsonValue, LegResult
+from gateway.pipeline import Pipeline
+from gateway.registry import Registry
 from gateway.resilience import Deadline
 from gateway.router import Router
 
@@ -38,32 +48,44 @@ _MAX_BODY = 64 * 1024
 log = logging.getLogger(__name__)
 
 
-def job_from_proto(request: gateway_pb2.CancelJobRequest) -> Job:
-    kind = request.WhichOneof("job")
+# The one mapping from core errors to what a gRPC client sees: status code, ErrorInfo reason.
+STATUS: Mapping[type[GatewayError], tuple[grpc.StatusCode, str]] = {
+    InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    UnknownConnection: (grpc.StatusCode.FAILED_PRECONDITION, "UNKNOWN_CONNECTION"),
+    JobKindNotImplemented: (grpc.StatusCode.UNIMPLEMENTED, "JOB_KIND_NOT_IMPLEMENTED"),
+    DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+}
+_INTERNAL = (grpc.StatusCode.INTERNAL, "INTERNAL")
+
+
+def status_of(error: GatewayError) -> tuple[grpc.StatusCode, str]:
+    return next((STATUS[c] for c in type(error).__mro__ if c in STATUS), _INTERNAL)
+
+
+def job_from_proto(request: gateway_pb2.CancelJobRequest, registry: Registry) -> JobKind:
+    field = request.WhichOneof("job")
+    if field is None:
+        choices = ", ".join(registry.job_kinds)
+        raise InvalidArgument([FieldViolation("job", f"set one of {choices}")])
+    kind = registry.job_kinds.get(field)
+    if kind is None:
+        raise JobKindNotImplemented(f"{field} is not served by this gateway")
+    message = getattr(request, field)
+    values = {
+        f.name: getattr(message, f.name) if f.required or message.HasField(f.name) else None
+        for f in job_fields(kind)
+    }
     try:
-        if kind == "kiiex_user_report":
-            return KiiexUserReport(request.kiiex_user_report.user_report_id)
-        if kind == "kiiex_quote":
-            quote = request.kiiex_quote
-            return KiiexQuote(
-                oms_id=quote.oms_id,
-                bid_quote_id=quote.bid_quote_id,
-                ask_quote_id=quote.ask_quote_id,
-                account_id=quote.account_id if quote.HasField("account_id") else None,
-                instrument_id=quote.instrument_id if quote.HasField("instrument_id") else None,
-            )
-        if kind == "zuora_report_run":
-            return ZuoraReportRun(request.zuora_report_run.report_run_id)
+        return kind(**values)
     except InvalidArgument as invalid:
-        raise invalid.under(str(kind)) from None
-    raise InvalidArgument(
-        [FieldViolation("job", "set one of kiiex_user_report, kiiex_quote, zuora_report_run")]
-    )
+        raise invalid.under(field) from None
 
 
-def request_from_proto(request: gateway_pb2.CancelJobRequest, request_id: str) -> CancelRequest:
+def request_from_proto(
+    request: gateway_pb2.CancelJobRequest, request_id: str, registry: Registry
+) -> CancelRequest:
     return CancelRequest(
-        job=job_from_proto(request),
+        job=job_from_proto(request, registry),
         connection=request.connection,
         idempotency_key=request.idempotency_key,
         wait_for_confirmation=request.wait_for_confirmation,
@@ -130,10 +152,9 @@ def response_to_proto(result: CancelResult) -> gateway_pb2.CancelJobResponse:
 
 
 def rich_status(error: GatewayError) -> grpc.Status:
-    """The one mapping from a gateway error to a gRPC status with details."""
-    details = [
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=NAME, metadata=error.metadata)
-    ]
+    """A gateway error as a gRPC status with its details."""
+    code, reason = status_of(error)
+    details = [error_details_pb2.ErrorInfo(reason=reason, domain=NAME, metadata=error.metadata)]
     if isinstance(error, InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(
@@ -150,9 +171,7 @@ def rich_status(error: GatewayError) -> grpc.Status:
         container = any_pb2.Any()
         container.Pack(detail)
         packed.append(container)
-    status = status_pb2.Status(
-        code=grpc.StatusCode[error.status_code].value[0], message=error.message, details=packed
-    )
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=packed)
     return rpc_status.to_status(status)
 
 
@@ -213,8 +232,10 @@ def call_log(
 
 
 class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, pipeline: Pipeline, registry: Registry) -> None:
         self._router = router
+        self._pipeline = pipeline
+        self._registry = registry
 
     async def CancelJob(  # noqa: N802 - the name is the RPC's
         self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
@@ -223,15 +244,14 @@ class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
         await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
         with call_log(request, request_id, context) as line:
             try:
-                cancel = request_from_proto(request, request_id)
+                cancel = request_from_proto(request, request_id, self._registry)
                 route = self._router.route(cancel.job, cancel.connection)
                 line["connection"] = route.settings.name
                 deadline = Deadline.for_caller(context.time_remaining())
-                result = await self._router.cancel_on(route, cancel, deadline)
+                result = await self._pipeline.cancel(route, cancel, deadline)
             except GatewayError as error:
-                line.update(
-                    grpc_code=error.status_code, error_reason=error.reason, detail=error.message
-                )
+                code, reason = status_of(error)
+                line.update(grpc_code=code.name, error_reason=reason, detail=error.message)
                 await context.abort_with_status(rich_status(error))
                 raise AssertionError("abort_with_status returned") from error  # pragma: no cover
             line.update(result_fields(result))

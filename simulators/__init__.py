@@ -1,14 +1,18 @@
-"""In-process fakes of the upstream HTTP APIs (see /work/shared/upstreams.md).
+"""In-process fakes of the upstream HTTP APIs (their dialects: docs/UPSTREAMS.md).
 
 The simulators live in ``simulators.kiiex`` and ``simulators.zuora``; fault
 injection is in ``simulators.faults`` and the uvicorn runner in
-``simulators.loopback``. This module holds the clock and session bookkeeping
-both simulators share, so it must not import them.
+``simulators.loopback``. This module holds what every simulator shares (the
+clock, session bookkeeping, and the record `cancelgw sandbox` runs one by), so
+it must not import them.
 """
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.jobs import JobKind
 
 Clock = Callable[[], float]
 
@@ -45,3 +49,25 @@ class TokenStore:
 
     def expire_all(self) -> None:
         self._expiry.clear()
+
+
+@dataclass(frozen=True)
+class Example:
+    """A call the sandbox prints, and what it answers against the seeded simulator."""
+
+    job: JobKind
+    expect: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxUpstream:
+    """How `cancelgw sandbox` runs one upstream's simulator; an `Upstream.sandbox` names it."""
+
+    simulator: Callable[[], Any]
+    """A fresh simulator: an object with an ASGI `.app`."""
+    seed: Callable[[Any], list[Example]]
+    """Puts the examples' jobs into a simulator and returns the examples."""
+    connection: Callable[[str], dict[str, Any]]
+    """The connection table (TOML keys) for the simulator at a base URL."""
+    environ: Mapping[str, str]
+    """The secrets that table names, by environment variable."""

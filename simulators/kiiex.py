@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from simulators import Clock, TokenStore
+from gateway.jobs import KiiexQuote, KiiexUserReport
+from simulators import Clock, Example, SandboxUpstream, TokenStore
 from simulators.faults import FaultQueue
 
 Body = dict[str, Any]
@@ -287,18 +288,19 @@ class KiiexSimulator:
         }
 
     def _cancel_quote(self, body: Body) -> Body:
+        """Request-level errors (bad arguments, a wrong OMS) come back as one generic
+        envelope, as APEX answers them; otherwise one envelope per leg."""
         try:
+            oms = _int_arg(body, "omsId")
             account = _optional_int_arg(body, "accountId")
-            quotes = _QuoteFilter(
-                _int_arg(body, "omsId"),
-                self.account_id if account is None else account,
-                _optional_int_arg(body, "instrumentId"),
-            )
+            instrument = _optional_int_arg(body, "instrumentId")
             bid_id, ask_id = _int_arg(body, "bidQuoteId"), _int_arg(body, "askQuoteId")
         except _InvalidRequestError as exc:
-            bid = ask = _generic(100, str(exc))
-        else:
-            bid, ask = self._cancel_leg(quotes, bid_id, BUY), self._cancel_leg(quotes, ask_id, SELL)
+            return _generic(100, str(exc))
+        if oms != self.oms_id:
+            return _generic(100, f"no OMS {oms}")
+        quotes = _QuoteFilter(oms, self.account_id if account is None else account, instrument)
+        bid, ask = self._cancel_leg(quotes, bid_id, BUY), self._cancel_leg(quotes, ask_id, SELL)
         return {"BidResult": self._leg(bid), "AskResult": self._leg(ask)}
 
     def _cancel_leg(self, quotes: _QuoteFilter, quote_id: int, side: int) -> Body:
@@ -320,3 +322,41 @@ class KiiexSimulator:
     def _open_quote(self, quotes: _QuoteFilter, side: int) -> Body:
         working = (q for q in self._quotes.values() if quotes.admits(q, side))
         return next((q.to_json() for q in working), {})
+
+
+# Fixed ids so the README and the printed examples stay valid from run to run.
+EXAMPLE_REPORT = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
+MISSING_REPORT = "00000000-0000-4000-8000-000000000000"
+EXAMPLE_INSTRUMENT = 1
+
+
+def _seed(simulator: KiiexSimulator) -> list[Example]:
+    simulator.add_report(EXAMPLE_REPORT)
+    bid, ask = simulator.add_quote_pair(instrument_id=EXAMPLE_INSTRUMENT)
+    quote = KiiexQuote(
+        oms_id=simulator.oms_id,
+        instrument_id=EXAMPLE_INSTRUMENT,
+        bid_quote_id=bid,
+        ask_quote_id=ask,
+    )
+    return [
+        Example(
+            KiiexUserReport(EXAMPLE_REPORT),
+            "ACCEPTED (KIIEX acknowledges receipt); add --confirm to poll until CANCELED",
+        ),
+        Example(KiiexUserReport(MISSING_REPORT), "FAILED with REASON_NOT_FOUND"),
+        Example(quote, "ACCEPTED with a bid and an ask leg"),
+    ]
+
+
+SANDBOX = SandboxUpstream(
+    simulator=KiiexSimulator,
+    seed=_seed,
+    connection=lambda base_url: {
+        "upstream": "kiiex",
+        "base_url": base_url,
+        "username_env": "SANDBOX_KIIEX_USERNAME",
+        "password_env": "SANDBOX_KIIEX_PASSWORD",
+    },
+    environ={"SANDBOX_KIIEX_USERNAME": "operator", "SANDBOX_KIIEX_PASSWORD": "operator-pass"},
+)

@@ -12,13 +12,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators import Clock, TokenStore
+from gateway.jobs import ZuoraReportRun
+from simulators import Clock, Example, SandboxUpstream, TokenStore
 from simulators.faults import FaultQueue
 
 _IN_PROGRESS = frozenset({"STARTED", "QUERYDATA", "PROCESSINGDATA"})
 _AUTH_FAILED = 90000011
 _NOT_FOUND = 50000040
 _ALREADY_FINISHED = 50000030
+_BAD_VALUE = 50000020
+_ENTITY_HEADERS = frozenset({"entityid", "entityname"})
 _RUNS = "/api/rest/v1/reportruns/{run_id}"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -62,11 +65,17 @@ class ZuoraSimulator:
 
     client_id: str = "sim-client"
     client_secret: str = "sim-secret"
+    # The zconnect hosts' legacy headers: apiAccessKeyId (a user name) -> apiSecretAccessKey.
+    legacy_users: dict[str, str] = field(default_factory=lambda: {"sim-user": "sim-password"})
     token_ttl: int = 3600
     errors_as_http_200: bool = False
     clock: Clock = time.monotonic
     token_count: int = field(default=0, init=False)
     calls: Counter[str] = field(default_factory=Counter, init=False)
+    auth_seen: Counter[str] = field(default_factory=Counter, init=False)
+    """Authorized business calls by credential kind: `bearer` or `legacy`."""
+    entity_headers: dict[str, str] = field(default_factory=dict, init=False)
+    """The entityId / entityName headers of the last legacy call."""
     faults: FaultQueue = field(
         default_factory=lambda: FaultQueue(rate_limit_body=_failure(50000070, "Too many requests")),
         init=False,
@@ -110,12 +119,28 @@ class ZuoraSimulator:
             self.calls[name] += 1
             if (injected := await self.faults.intercept(auth=False)) is not None:
                 return injected
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not self._tokens.is_live(token.strip()):
+            if "apiaccesskeyid" in request.headers:
+                entity = {k: v for k, v in request.headers.items() if k in _ENTITY_HEADERS}
+                if len(entity) > 1:
+                    return self._error(400, _BAD_VALUE, "Give entityId or entityName, not both")
+                self.entity_headers = entity
+            kind = self._credentials(request)
+            if kind is None:
                 return JSONResponse(_failure(_AUTH_FAILED, "Authentication error"), 401)
+            self.auth_seen[kind] += 1
             return handler(request)
 
         return endpoint
+
+    def _credentials(self, request: Request) -> str | None:
+        """`legacy` or `bearer` when the request's credentials are good, else None."""
+        key_id = request.headers.get("apiaccesskeyid")
+        if key_id is not None:
+            secret = request.headers.get("apisecretaccesskey")
+            return "legacy" if self.legacy_users.get(key_id) == secret else None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        valid = scheme.lower() == "bearer" and self._tokens.is_live(token.strip())
+        return "bearer" if valid else None
 
     async def _create_token(self, request: Request) -> Response:
         self.calls["create_token"] += 1
@@ -164,3 +189,29 @@ class ZuoraSimulator:
 
     def _run_not_found(self) -> JSONResponse:
         return self._error(404, _NOT_FOUND, "Report run not found")
+
+
+# Fixed ids so the README and the printed examples stay valid from run to run.
+EXAMPLE_RUN = "ff808081529f4e3401529fd61f080074"
+MISSING_RUN = "0123456789abcdef0123456789abcdef"
+
+
+def _seed(simulator: ZuoraSimulator) -> list[Example]:
+    simulator.add_run("PROCESSINGDATA", run_id=EXAMPLE_RUN)
+    return [
+        Example(ZuoraReportRun(EXAMPLE_RUN), "CANCELED; again -> ALREADY_CANCELED"),
+        Example(ZuoraReportRun(MISSING_RUN), "FAILED with REASON_NOT_FOUND"),
+    ]
+
+
+SANDBOX = SandboxUpstream(
+    simulator=ZuoraSimulator,
+    seed=_seed,
+    connection=lambda base_url: {
+        "upstream": "zuora",
+        "base_url": base_url,
+        "client_id_env": "SANDBOX_ZUORA_CLIENT_ID",
+        "client_secret_env": "SANDBOX_ZUORA_CLIENT_SECRET",
+    },
+    environ={"SANDBOX_ZUORA_CLIENT_ID": "sim-client", "SANDBOX_ZUORA_CLIENT_SECRET": "sim-secret"},
+)

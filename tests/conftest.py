@@ -10,7 +10,7 @@ import grpc
 import httpx
 import pytest
 
-from adapters import OPTION_PARSERS
+from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2_grpc
 from gateway.config import Config, parse_config
 from gateway.server import GatewayServer
@@ -22,6 +22,8 @@ KIIEX_ENV = {
     "KIIEX_PASSWORD": "operator-pass",
     "ZUORA_CLIENT_ID": "sim-client",
     "ZUORA_CLIENT_SECRET": "sim-secret",
+    "ZUORA_USER": "sim-user",
+    "ZUORA_PASSWORD": "sim-password",
 }
 
 
@@ -60,7 +62,7 @@ def make_config(
         "server": {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 1},
         "connections": dict(connections),
     }
-    return parse_config(data, environ, OPTION_PARSERS)
+    return parse_config(data, environ, REGISTRY.option_parsers)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from adapters import OPTION_PARSERS
+from adapters import REGISTRY
 from gateway.config import Config, parse_config
 from gateway.server import SERVICE_NAME
 from tests.deploy.tools import DEPLOY, yaml_documents
@@ -61,7 +61,7 @@ def _env_names(table: dict[str, Any]) -> set[str]:
 def _config() -> Config:
     data = tomllib.loads(CONFIG_TOML)
     dummy = {name: f"dummy-{name.lower()}" for name in _env_names(data)}
-    return parse_config(data, dummy, OPTION_PARSERS)
+    return parse_config(data, dummy, REGISTRY.option_parsers)
 
 
 def _port(address: str) -> int:

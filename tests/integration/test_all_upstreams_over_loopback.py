@@ -48,7 +48,7 @@ def _legs(response: pb.CancelJobResponse) -> list[tuple[str, int, int]]:
 async def test_quote_with_both_legs_open_is_accepted_with_two_legs(
     stub: Stub, box: Sandbox
 ) -> None:
-    bid, ask = box.kiiex.add_quote_pair(instrument_id=9)
+    bid, ask = box.simulators["kiiex"].add_quote_pair(instrument_id=9)
     response = await stub.CancelJob(_quote(bid, ask))
     assert (response.outcome, response.operation) == (pb.OUTCOME_ACCEPTED, "CancelQuote")
     assert _legs(response) == [
@@ -58,7 +58,7 @@ async def test_quote_with_both_legs_open_is_accepted_with_two_legs(
 
 
 async def test_quote_with_one_leg_unknown_is_partial(stub: Stub, box: Sandbox) -> None:
-    bid, _ = box.kiiex.add_quote_pair(instrument_id=9)
+    bid, _ = box.simulators["kiiex"].add_quote_pair(instrument_id=9)
     response = await stub.CancelJob(_quote(bid, 424242))
     assert (response.outcome, response.reason, response.retryable) == (
         pb.OUTCOME_PARTIAL, pb.REASON_NOT_FOUND, False
@@ -70,7 +70,7 @@ async def test_quote_with_one_leg_unknown_is_partial(stub: Stub, box: Sandbox) -
 
 
 async def test_quote_confirmation_sees_both_legs_gone(stub: Stub, box: Sandbox) -> None:
-    bid, ask = box.kiiex.add_quote_pair(instrument_id=4)
+    bid, ask = box.simulators["kiiex"].add_quote_pair(instrument_id=4)
     request = _quote(bid, ask, instrument_id=4)
     request.wait_for_confirmation = True
     response = await stub.CancelJob(request)
@@ -79,7 +79,7 @@ async def test_quote_confirmation_sees_both_legs_gone(stub: Stub, box: Sandbox) 
 
 
 async def test_invalid_quote_names_every_bad_field(stub: Stub, box: Sandbox) -> None:
-    calls = sum(box.kiiex.calls.values())
+    calls = sum(box.simulators["kiiex"].calls.values())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(_quote(0, -3, account_id=0))
     assert rich_error(raised.value).bad_fields == [
@@ -87,20 +87,20 @@ async def test_invalid_quote_names_every_bad_field(stub: Stub, box: Sandbox) -> 
         "kiiex_quote.bid_quote_id",
         "kiiex_quote.ask_quote_id",
     ]
-    assert sum(box.kiiex.calls.values()) == calls
+    assert sum(box.simulators["kiiex"].calls.values()) == calls
 
 
 async def test_zuora_running_run_is_canceled_then_already_canceled(
     stub: Stub, box: Sandbox
 ) -> None:
-    run = box.zuora.add_run("STARTED")
+    run = box.simulators["zuora"].add_run("STARTED")
     first = await stub.CancelJob(_run(run))
     again = await stub.CancelJob(_run(run))
     assert (first.outcome, first.upstream, first.operation) == (
         pb.OUTCOME_CANCELED, "zuora", "DeleteReportRun"
     )  # fmt: skip
     assert again.outcome == pb.OUTCOME_ALREADY_CANCELED
-    assert box.zuora.run_status(run) == "CANCELLED"
+    assert box.simulators["zuora"].run_status(run) == "CANCELLED"
 
 
 async def test_zuora_unknown_run_is_not_found(stub: Stub) -> None:
@@ -110,25 +110,25 @@ async def test_zuora_unknown_run_is_not_found(stub: Stub) -> None:
 
 
 async def test_zuora_token_expiry_mid_run_is_refreshed_once(stub: Stub, box: Sandbox) -> None:
-    await stub.CancelJob(_run(box.zuora.add_run()))  # holds a token from here on
-    tokens = box.zuora.token_count
+    await stub.CancelJob(_run(box.simulators["zuora"].add_run()))  # holds a token from here on
+    tokens = box.simulators["zuora"].token_count
     for _ in range(3):
-        await stub.CancelJob(_run(box.zuora.add_run()))
-    box.zuora.expire_tokens()
-    response = await stub.CancelJob(_run(box.zuora.add_run()))
+        await stub.CancelJob(_run(box.simulators["zuora"].add_run()))
+    box.simulators["zuora"].expire_tokens()
+    response = await stub.CancelJob(_run(box.simulators["zuora"].add_run()))
     assert response.outcome == pb.OUTCOME_CANCELED
-    assert box.zuora.token_count == tokens + 1  # one refresh, not one login per call
+    assert box.simulators["zuora"].token_count == tokens + 1  # one refresh, not one login per call
 
 
 @pytest.mark.parametrize("run_id", ["../../oauth/token", "FF808081529F4E3401529FD61F080074", ""])
 async def test_zuora_bad_run_id_never_reaches_the_upstream(
     stub: Stub, box: Sandbox, run_id: str
 ) -> None:
-    calls = sum(box.zuora.calls.values())
+    calls = sum(box.simulators["zuora"].calls.values())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(_run(run_id))
     error = rich_error(raised.value)
     assert (error.code, error.bad_fields) == (
         grpc.StatusCode.INVALID_ARGUMENT, ["zuora_report_run.report_run_id"]
     )  # fmt: skip
-    assert sum(box.zuora.calls.values()) == calls
+    assert sum(box.simulators["zuora"].calls.values()) == calls

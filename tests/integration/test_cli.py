@@ -106,3 +106,39 @@ async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     await _read_until(process.stdout, "serving on port")
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
+
+
+def _serve_config(tmp_path: Path, listen: str) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[server]\nlisten = "{listen}"\n'
+        '[connections.k]\nupstream = "kiiex"\nbase_url = "http://127.0.0.1:9"\n'
+        'username_env = "U"\npassword_env = "P"\n'
+    )
+    return config
+
+
+async def test_serve_on_a_port_in_use_fails_naming_the_address(
+    tmp_path: Path, sandbox_process: tuple[asyncio.subprocess.Process, str]
+) -> None:
+    _, banner = sandbox_process
+    taken = re.search(r"gRPC on (\S+),", banner)
+    assert taken is not None
+    config = _serve_config(tmp_path, taken.group(1))
+    code, out, err = await _run("serve", "--config", str(config), env={"U": "u", "P": "p"})
+    assert code == 1
+    assert f"cannot listen on {taken.group(1)}: the address is in use" in err
+    assert "serving" not in out
+    assert "Traceback" not in err
+
+
+async def test_sandbox_on_a_port_in_use_fails_naming_the_address(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    _, banner = sandbox_process
+    taken = re.search(r"gRPC on (\S+),", banner)
+    assert taken is not None
+    code, out, err = await _run("sandbox", "--listen", taken.group(1))
+    assert code == 1
+    assert f"cannot listen on {taken.group(1)}" in out + err
+    assert "CancelJob" not in out  # no banner: it never served

@@ -21,11 +21,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters import OPTION_PARSERS, UPSTREAMS
+from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import Config, parse_config
 from gateway.logs import JsonFormatter
-from gateway.metrics import job_labels
 from gateway.server import GatewayServer
 from simulators.faults import Fault
 from simulators.kiiex import KiiexSimulator
@@ -55,7 +54,7 @@ def observed_config(connections: Mapping[str, dict[str, Any]]) -> Config:
         "server": {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"},
         "connections": dict(connections),
     }
-    return parse_config(data, KIIEX_ENV, OPTION_PARSERS)
+    return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers)
 
 
 async def scrape_text(server: GatewayServer) -> str:
@@ -133,8 +132,8 @@ async def _until(check: Callable[[], Any], what: str) -> None:
 
 async def test_series_exist_at_zero_before_any_call(observed: Observed) -> None:
     samples = await scrape(observed.server)
-    for job in UPSTREAMS["kiiex"].jobs:  # every kind the registry lists, not a copy
-        upstream, operation = job_labels(job)
+    for job in REGISTRY.upstreams["kiiex"].jobs:  # every kind the registry lists, not a copy
+        upstream, operation = job.upstream, job.operation
         labels = {"upstream": upstream, "operation": operation}
         for outcome, reason in (("accepted", "unspecified"), ("failed", "not_found")):
             key = series("cancelgw_jobs_total", **labels, outcome=outcome, reason=reason)
@@ -371,7 +370,7 @@ async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
     def broken(*args: object) -> object:
         raise RuntimeError("bug in the core")
 
-    monkeypatch.setattr("gateway.router.aggregate", broken)
+    monkeypatch.setattr("gateway.pipeline.envelope", broken)
     config = observed_config({"k": kiiex_connection()})
     stub, server = await start_gateway(config, {"k": httpx.ASGITransport(app=kiiex_sim.app)})
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -426,7 +425,7 @@ async def test_metrics_endpoint_is_off_unless_configured(
     start_gateway: Callable[..., Any],
 ) -> None:
     data = {"server": {"listen": "127.0.0.1:0"}, "connections": {"k": kiiex_connection()}}
-    _, server = await start_gateway(parse_config(data, KIIEX_ENV, OPTION_PARSERS))
+    _, server = await start_gateway(parse_config(data, KIIEX_ENV, REGISTRY.option_parsers))
     assert server.metrics_port is None
 
 
@@ -439,7 +438,7 @@ async def test_a_taken_metrics_port_fails_the_start_naming_it() -> None:
             "server": {"listen": "127.0.0.1:0", "metrics_listen": address},
             "connections": {"k": kiiex_connection()},
         }
-        server = GatewayServer(parse_config(data, KIIEX_ENV, OPTION_PARSERS))
+        server = GatewayServer(parse_config(data, KIIEX_ENV, REGISTRY.option_parsers))
         with pytest.raises(RuntimeError, match=f"cannot serve metrics on {address}"):
             await server.start()
         await server.stop(grace=0)

@@ -8,13 +8,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from adapters.base import LegCheck
 from gateway.config import BreakerSettings, Config, ConfigError
-from gateway.jobs import CancelRequest, Job, KiiexUserReport
+from gateway.jobs import CancelRequest, JobKind, KiiexUserReport
 from gateway.metrics import Metrics
 from gateway.model import CancelResult, LegResult, Outcome, Reason, UpstreamReply
+from gateway.pipeline import Pipeline
 from gateway.resilience import CircuitBreaker, CircuitState, Deadline, Permit, is_outage
 from gateway.router import Router
+from gateway.upstream import LegCheck
 from tests.conftest import kiiex_connection, make_config
 
 
@@ -182,13 +183,13 @@ class ScriptedAdapter:
         self.calls = 0
         self.block: asyncio.Event | None = None
 
-    async def cancel(self, job: Job, timeout: float) -> UpstreamReply:
+    async def cancel(self, job: JobKind, *, timeout: float) -> UpstreamReply:
         self.calls += 1
         if self.block is not None:
             await self.block.wait()
         return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
-    async def confirm(self, job: Job, timeout: float) -> tuple[LegCheck, ...]:
+    async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
         return ()
 
     async def aclose(self) -> None:
@@ -206,14 +207,16 @@ def _config(max_attempts: int = 1) -> Config:
 JOB = KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")
 
 
+OPERATIONS = {"kiiex": ("CancelUserReport",)}
+
+
 async def _cancel(router: Router) -> CancelResult:
-    return await router.cancel_on(router.route(JOB, ""), CancelRequest(JOB), Deadline(None))
+    route = router.route(JOB, "")
+    return await Pipeline(Metrics()).cancel(route, CancelRequest(JOB), Deadline(None))
 
 
 def _router(adapter: ScriptedAdapter, clock: FakeClock, max_attempts: int = 1) -> Router:
-    return Router(
-        _config(max_attempts), {"k": adapter}, frozenset({KiiexUserReport}), Metrics(), clock
-    )
+    return Router(_config(max_attempts), {"k": adapter}, OPERATIONS, Metrics(), clock)
 
 
 async def test_an_open_circuit_answers_without_calling_the_upstream(fake_clock: FakeClock) -> None:
@@ -239,9 +242,7 @@ async def test_an_open_circuit_answers_without_calling_the_upstream(fake_clock: 
 
 async def test_circuit_state_gauge_reads_the_breaker(fake_clock: FakeClock) -> None:
     metrics = Metrics()
-    router = Router(
-        _config(), {"k": ScriptedAdapter(DOWN)}, frozenset({KiiexUserReport}), metrics, fake_clock
-    )
+    router = Router(_config(), {"k": ScriptedAdapter(DOWN)}, OPERATIONS, metrics, fake_clock)
 
     def gauge() -> float | None:
         return metrics.registry.get_sample_value("cancelgw_circuit_state", {"connection": "k"})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapters import OPTION_PARSERS
+from adapters import REGISTRY
 from adapters.kiiex import KiiexOptions, PasswordLogin
 from gateway.config import (
     Config,
@@ -32,7 +32,7 @@ def _parse(
     data: dict[str, Any] = {"connections": {"k": kiiex_connection()}, **top}
     if connections is not None:
         data["connections"] = dict(connections)
-    return parse_config(data, environ, OPTION_PARSERS)
+    return parse_config(data, environ, REGISTRY.option_parsers)
 
 
 def _error(
@@ -180,7 +180,7 @@ def test_two_defaults_for_one_upstream_are_refused() -> None:
 @pytest.mark.parametrize("top", [{"connections": {}}, {}])
 def test_no_connections_is_refused(top: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=r"^connections: at least one connection"):
-        parse_config(top, KIIEX_ENV, OPTION_PARSERS)
+        parse_config(top, KIIEX_ENV, REGISTRY.option_parsers)
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1", "localhost:", "[::1]"])
@@ -212,7 +212,7 @@ def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
         max_attempts = 2
         """,
     )
-    config = load_config(path, KIIEX_ENV, OPTION_PARSERS)
+    config = load_config(path, KIIEX_ENV, REGISTRY.option_parsers)
     assert config.server.listen == "127.0.0.1:7000"
     assert config.connections["kiiex-main"].retry.max_attempts == 2
 
@@ -220,14 +220,14 @@ def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
 def test_load_config_on_a_missing_file_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
     with pytest.raises(ConfigError) as caught:
-        load_config(path, KIIEX_ENV, OPTION_PARSERS)
+        load_config(path, KIIEX_ENV, REGISTRY.option_parsers)
     assert str(caught.value).startswith(f"{path}: cannot read")
 
 
 def test_load_config_on_invalid_toml_names_the_path(tmp_path: Path) -> None:
     path = _write(tmp_path, "[connections.k\nupstream = 'kiiex'\n")
     with pytest.raises(ConfigError) as caught:
-        load_config(path, KIIEX_ENV, OPTION_PARSERS)
+        load_config(path, KIIEX_ENV, REGISTRY.option_parsers)
     assert str(caught.value).startswith(f"{path}: not valid TOML")
 
 
@@ -264,5 +264,7 @@ class _AnySecret(Mapping[str, str]):
 
 
 def test_example_config_parses() -> None:
-    config = load_config(REPO_ROOT / "config" / "example.toml", _AnySecret(), OPTION_PARSERS)
+    config = load_config(
+        REPO_ROOT / "config" / "example.toml", _AnySecret(), REGISTRY.option_parsers
+    )
     assert config.connections

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters import OPTION_PARSERS
+from adapters import REGISTRY
 from gateway.config import ConfigError, parse_config
 from gateway.logs import JsonFormatter, configure_logging
 from tests.conftest import KIIEX_ENV, kiiex_connection
@@ -82,7 +82,7 @@ def test_configure_logging_writes_json_lines_at_the_level() -> None:
 
 def _log_level(value: Any) -> str:
     data = {"server": {"log_level": value}, "connections": {"k": kiiex_connection()}}
-    return parse_config(data, KIIEX_ENV, OPTION_PARSERS).server.log_level
+    return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers).server.log_level
 
 
 def test_log_level_comes_from_the_server_table() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters import OPTION_PARSERS, UPSTREAMS
+from adapters import REGISTRY
 from gateway.config import ConfigError, parse_config
 from gateway.interceptors import GRPC_CODE_NAMES, grpc_type
 from gateway.metrics import Metrics, label, possible_results
@@ -27,7 +27,7 @@ def test_labels_are_lower_case_enum_names() -> None:
 
 
 def test_possible_results_cover_what_the_router_can_answer() -> None:
-    results = possible_results(UPSTREAMS["kiiex"].codes.values())
+    results = possible_results(REGISTRY.upstreams["kiiex"].codes.values())
     assert {
         (Outcome.ACCEPTED, Reason.UNSPECIFIED),
         (Outcome.ACCEPTED, Reason.NOT_CONFIRMED),  # confirmation window ran out
@@ -103,7 +103,7 @@ def test_grpc_labels_are_the_ones_go_grpc_prometheus_writes() -> None:
 
 def _server(**server: Any) -> Any:
     data = {"server": server, "connections": {"k": kiiex_connection()}}
-    return parse_config(data, KIIEX_ENV, OPTION_PARSERS).server
+    return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers).server
 
 
 def test_metrics_endpoint_is_off_unless_configured() -> None:

@@ -1,4 +1,4 @@
-"""Upstream HTTP metrics: `adapters.base.send` reports every exchange to the observer bound
+"""Upstream HTTP metrics: `adapters.http.send` reports every exchange to the observer bound
 around the adapter call, with a bounded operation label, and nothing outside one."""
 
 from __future__ import annotations
@@ -6,8 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from adapters.base import OPERATION, UpstreamFailure, observing, send, token_refreshed
+from adapters.guard import UpstreamFailure
+from adapters.http import OPERATION, send
 from gateway.metrics import Metrics
+from gateway.upstream import observer, observing
 
 
 def _client(status: int | None) -> httpx.AsyncClient:
@@ -84,9 +86,9 @@ async def test_operation_label_is_the_tag_or_the_method_never_an_id(
 
 async def test_token_refreshes_reach_the_bound_connection(metrics: Metrics) -> None:
     with observing(metrics.connection("k", [], 1, lambda: 0)):
-        token_refreshed("ok")
-        token_refreshed("refused")
-    token_refreshed("ok")  # unbound: nobody to tell, and no error
+        observer().token_refreshed("ok")
+        observer().token_refreshed("refused")
+    observer().token_refreshed("ok")  # unbound: nobody to tell, and no error
     for result, count in (("ok", 1), ("refused", 1), ("error", 0)):
         labels = {"connection": "k", "result": result}
         assert metrics.registry.get_sample_value("cancelgw_token_refreshes_total", labels) == count

@@ -1,4 +1,4 @@
-"""Pure policies: deadline budget, backoff, the retry decision and the bulkhead."""
+"""Pure policies: deadline budget, backoff, the retry decision and loop, the bulkhead."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from gateway.config import RetrySettings
 from gateway.errors import DeadlineExceeded
 from gateway.model import LegResult, Outcome, Reason, UpstreamReply
-from gateway.resilience import Bulkhead, Deadline, backoff_delay, retry_delay
+from gateway.pipeline import retry_target
+from gateway.resilience import Bulkhead, Deadline, backoff_delays, worth_retrying
 
 
 class FakeClock:
@@ -70,13 +71,18 @@ def test_no_deadline_never_expires() -> None:
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:
-    delays = [backoff_delay(attempt, SETTINGS, _top) for attempt in range(1, 8)]
+    settings = RetrySettings(max_attempts=8, backoff_initial=0.1, backoff_max=1.0)
+    delays = list(backoff_delays(settings, _top))
     assert delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
 
 
 def test_backoff_is_jittered_by_the_rng() -> None:
-    assert backoff_delay(3, SETTINGS, lambda: 0.25) == pytest.approx(0.1)
-    assert backoff_delay(3, SETTINGS, _bottom) == 0.0
+    assert list(backoff_delays(SETTINGS, lambda: 0.25)) == pytest.approx([0.025, 0.05])
+    assert list(backoff_delays(SETTINGS, _bottom)) == [0.0, 0.0]
+
+
+def test_backoff_pauses_only_between_attempts() -> None:
+    assert len(list(backoff_delays(SETTINGS))) == SETTINGS.max_attempts - 1
 
 
 def _reply(*legs: LegResult, retry_after: float | None = None) -> UpstreamReply:
@@ -88,61 +94,99 @@ def _failed(retryable: bool = True, leg: str = "report") -> LegResult:
     return LegResult(leg, Outcome.FAILED, reason, retryable)
 
 
-def test_retry_delay_is_the_backoff_for_a_retryable_failure() -> None:
-    delay = retry_delay(_reply(_failed()), 2, SETTINGS, Deadline(None), _top)
-    assert delay == pytest.approx(0.2)
-
-
-def test_no_retry_after_max_attempts() -> None:
-    assert retry_delay(_reply(_failed()), 3, SETTINGS, Deadline(None), _top) is None
+def test_a_retryable_failure_is_worth_retrying() -> None:
+    assert worth_retrying(_reply(_failed()), SETTINGS)
 
 
 def test_no_retry_once_any_leg_succeeded() -> None:
     reply = _reply(
         LegResult("bid", Outcome.ACCEPTED, Reason.UNSPECIFIED, False), _failed(leg="ask")
     )
-    assert retry_delay(reply, 1, SETTINGS, Deadline(None), _top) is None
+    assert not worth_retrying(reply, SETTINGS)
 
 
 def test_no_retry_when_a_failed_leg_is_not_retryable() -> None:
-    reply = _reply(_failed(True, "bid"), _failed(False, "ask"))
-    assert retry_delay(reply, 1, SETTINGS, Deadline(None), _top) is None
+    assert not worth_retrying(_reply(_failed(True, "bid"), _failed(False, "ask")), SETTINGS)
 
 
 def test_no_retry_without_legs() -> None:
-    assert retry_delay(_reply(), 1, SETTINGS, Deadline(None), _top) is None
-
-
-def test_retry_after_is_a_floor() -> None:
-    slow = _reply(_failed(), retry_after=0.8)
-    assert retry_delay(slow, 1, SETTINGS, Deadline(None), _top) == 0.8
-    quick = _reply(_failed(), retry_after=0.01)
-    assert retry_delay(quick, 2, SETTINGS, Deadline(None), _top) == pytest.approx(0.2)
-
-
-def test_no_retry_when_the_delay_does_not_fit_the_deadline() -> None:
-    clock = FakeClock()
-    reply = _reply(_failed(), retry_after=0.9)
-    deadline = Deadline(3.0, clock)
-    assert retry_delay(reply, 1, SETTINGS, deadline, _top) == 0.9
-    clock.now += 2.5
-    assert retry_delay(reply, 1, SETTINGS, deadline, _top) is None
+    assert not worth_retrying(_reply(), SETTINGS)
 
 
 def test_a_retry_after_longer_than_backoff_max_is_passed_on_not_waited_for() -> None:
     # With no caller deadline, waiting an upstream's hour would hold the call for an hour.
     hour = _reply(_failed(), retry_after=3600.0)
     assert SETTINGS.backoff_max < 3600.0
-    assert retry_delay(hour, 1, SETTINGS, Deadline(None), _top) is None
+    assert not worth_retrying(hour, SETTINGS)
+
+
+class _Script:
+    """Attempts answering from a list; records the pauses `retry_target` takes."""
+
+    def __init__(self, *replies: UpstreamReply | None) -> None:
+        self.replies = list(replies)
+        self.made: list[int] = []
+        self.pauses: list[float] = []
+
+    async def attempt(self, number: int) -> UpstreamReply | None:
+        self.made.append(number)
+        return self.replies.pop(0)
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+
+
+async def _run(script: _Script, delays: list[float], deadline: Deadline) -> UpstreamReply | None:
+    return await retry_target(
+        script.attempt,
+        predicate=lambda reply: worth_retrying(reply, SETTINGS),
+        delays=delays,
+        deadline=deadline,
+        sleep=script.sleep,
+    )
+
+
+async def test_retry_target_retries_until_an_answer_worth_keeping() -> None:
+    done = _reply(LegResult("report", Outcome.ACCEPTED, Reason.UNSPECIFIED, False))
+    script = _Script(_reply(_failed()), done)
+    assert await _run(script, [0.1, 0.2], Deadline(None)) is done
+    assert (script.made, script.pauses) == ([1, 2], [0.1])
+
+
+async def test_retry_target_stops_when_the_delays_run_out() -> None:
+    script = _Script(*[_reply(_failed())] * 3)
+    assert await _run(script, [0.1, 0.2], Deadline(None)) is not None
+    assert (script.made, script.pauses) == ([1, 2, 3], [0.1, 0.2])
+
+
+async def test_retry_after_is_a_floor() -> None:
+    script = _Script(_reply(_failed(), retry_after=0.8), _reply(_failed(), retry_after=0.01))
+    script.replies.append(_reply(_failed(False)))
+    await _run(script, [0.1, 0.2], Deadline(None))
+    assert script.pauses == [0.8, 0.2]
+
+
+async def test_no_retry_when_the_pause_does_not_fit_the_deadline() -> None:
+    clock = FakeClock()
+    script = _Script(_reply(_failed(), retry_after=0.9))
+    await _run(script, [0.1], Deadline(0.5, clock))
+    assert (script.made, script.pauses) == ([1], [])
+
+
+async def test_a_refused_attempt_keeps_the_last_real_reply() -> None:
+    first = _reply(_failed())
+    script = _Script(first, None)
+    assert await _run(script, [0.1, 0.2], Deadline(None)) is first
+    assert await _run(_Script(None), [0.1], Deadline(None)) is None
 
 
 async def test_bulkhead_makes_a_second_caller_wait_for_release() -> None:
     bulkhead = Bulkhead(1)
-    await bulkhead.acquire(Deadline(None))
+    await bulkhead.acquire(Deadline(None), "calling")
     entered = asyncio.Event()
 
     async def second() -> None:
-        await bulkhead.acquire(Deadline(None))
+        await bulkhead.acquire(Deadline(None), "calling")
         entered.set()
 
     task = asyncio.create_task(second())
@@ -166,7 +210,7 @@ async def test_bulkhead_bounds_calls_in_flight() -> None:
 
     async def call() -> None:
         nonlocal in_flight, peak, finished
-        await bulkhead.acquire(Deadline(None))
+        await bulkhead.acquire(Deadline(None), "calling")
         in_flight += 1
         peak = max(peak, in_flight)
         await gate.wait()
@@ -186,10 +230,19 @@ async def test_bulkhead_bounds_calls_in_flight() -> None:
 
 async def test_bulkhead_wait_is_bounded_by_the_deadline() -> None:
     bulkhead = Bulkhead(1)
-    await bulkhead.acquire(Deadline(None))
-    with pytest.raises(DeadlineExceeded, match="1 upstream slots"):
-        await bulkhead.acquire(Deadline(0.05))
+    await bulkhead.acquire(Deadline(None), "calling")
+    with pytest.raises(DeadlineExceeded, match="all 1 upstream slots were busy"):
+        await bulkhead.acquire(Deadline(0.05), "calling")
 
     # The timed-out waiter must not have taken or lost the slot.
     bulkhead.release()
-    await asyncio.wait_for(bulkhead.acquire(Deadline(None)), 1.0)
+    await asyncio.wait_for(bulkhead.acquire(Deadline(None), "calling"), 1.0)
+
+
+async def test_an_expired_deadline_is_not_blamed_on_busy_slots() -> None:
+    clock = FakeClock()
+    deadline = Deadline(1.0, clock)
+    clock.now += 2.0
+    with pytest.raises(DeadlineExceeded, match="passed before CancelQuote attempt 1") as raised:
+        await Bulkhead(4).acquire(deadline, "CancelQuote attempt 1")
+    assert "slots" not in str(raised.value)

@@ -1,12 +1,13 @@
-"""Routing decisions that need no upstream: which connection, and which job kinds exist."""
+"""Routing decisions that need no upstream: which connection for which job."""
 
 from __future__ import annotations
 
 import pytest
 
 from adapters.kiiex import KiiexAdapter
-from gateway.errors import JobKindNotImplemented, UnknownConnection
+from gateway.errors import UnknownConnection
 from gateway.jobs import KiiexUserReport, ZuoraReportRun
+from gateway.metrics import Metrics
 from gateway.router import Router
 from tests.conftest import kiiex_connection, make_config
 
@@ -18,8 +19,8 @@ def _router() -> Router:
     config = make_config(
         {"kiiex-a": kiiex_connection(default=True), "kiiex-b": kiiex_connection(default=False)}
     )
-    adapters = {name: KiiexAdapter(settings) for name, settings in config.connections.items()}
-    return Router(config, adapters, frozenset({KiiexUserReport}))
+    connected = {name: KiiexAdapter(settings) for name, settings in config.connections.items()}
+    return Router(config, connected, {"kiiex": ("CancelUserReport",)}, Metrics())
 
 
 def test_empty_connection_picks_the_upstreams_default() -> None:
@@ -30,9 +31,14 @@ def test_named_connection_wins_over_the_default() -> None:
     assert _router().route(REPORT, "kiiex-b").settings.name == "kiiex-b"
 
 
-def test_job_kind_without_an_adapter_is_unimplemented() -> None:
-    with pytest.raises(JobKindNotImplemented, match="DeleteReportRun"):
+def test_job_of_an_upstream_without_a_connection_names_the_upstream() -> None:
+    with pytest.raises(UnknownConnection, match="no zuora connection is configured"):
         _router().route(RUN, "")
+
+
+def test_connection_of_another_upstream_is_refused() -> None:
+    with pytest.raises(UnknownConnection, match="is a kiiex connection"):
+        _router().route(RUN, "kiiex-a")
 
 
 def test_unknown_connection_lists_the_known_ones() -> None:

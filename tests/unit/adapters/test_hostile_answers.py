@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import ConfirmState
 from adapters.kiiex import KiiexAdapter
 from cancellation.v1 import gateway_pb2
 from gateway.jobs import KiiexUserReport
 from gateway.model import CancelResult, Outcome, Reason
 from gateway.service import response_to_proto
+from gateway.upstream import ConfirmState
 from tests.conftest import kiiex_connection, make_config
 
 REPORT = KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")

@@ -9,11 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from adapters.base import ConfirmState
 from adapters.kiiex import CODES, KiiexAdapter
 from gateway.jobs import KiiexQuote, KiiexUserReport
 from gateway.model import Outcome, Reason, UpstreamReply
+from gateway.upstream import ConfirmState
 from simulators import ManualClock
 from simulators.faults import Fault
 from simulators.kiiex import KiiexSimulator
@@ -202,7 +204,7 @@ async def test_secrets_never_reach_the_reply_body(
 
 async def _cancel_quote(adapter: KiiexAdapter, bid: int, ask: int, **ids: int) -> UpstreamReply:
     return await adapter.cancel(
-        KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask, **ids), 5.0
+        KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask, **ids), timeout=5.0
     )
 
 
@@ -250,9 +252,9 @@ async def test_quote_confirmation_reads_open_quotes(
 ) -> None:
     bid, ask = kiiex_sim.add_quote_pair(instrument_id=5)
     job = KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask, instrument_id=5)
-    before = await adapter.confirm(job, 5.0)
-    await adapter.cancel(job, 5.0)
-    after = await adapter.confirm(job, 5.0)
+    before = await adapter.confirm(job, timeout=5.0)
+    await adapter.cancel(job, timeout=5.0)
+    after = await adapter.confirm(job, timeout=5.0)
     assert [check.state for check in before] == [ConfirmState.PENDING, ConfirmState.PENDING]
     assert [check.state for check in after] == [ConfirmState.CONFIRMED, ConfirmState.CONFIRMED]
 
@@ -261,6 +263,88 @@ async def test_quote_without_instrument_cannot_be_confirmed(
     adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
 ) -> None:
     bid, ask = kiiex_sim.add_quote_pair()
-    checks = await adapter.confirm(KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask), 5.0)
+    checks = await adapter.confirm(
+        KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask), timeout=5.0
+    )
     assert all(check.state is ConfirmState.PENDING for check in checks)
     assert "instrument" in checks[0].detail
+
+
+async def test_a_request_level_envelope_on_cancel_quote_maps_as_the_table_says(
+    adapter: KiiexAdapter, kiiex_sim: KiiexSimulator
+) -> None:
+    bid, ask = kiiex_sim.add_quote_pair()
+    reply = await adapter.cancel(
+        KiiexQuote(oms_id=2, bid_quote_id=bid, ask_quote_id=ask), timeout=5.0
+    )
+    assert [(leg.leg, leg.outcome, leg.reason, leg.upstream_code) for leg in reply.legs] == [
+        ("bid", Outcome.FAILED, Reason.INVALID_REQUEST, "100"),
+        ("ask", Outcome.FAILED, Reason.INVALID_REQUEST, "100"),
+    ]
+
+
+def _answering(envelope: dict[str, Any], status: int) -> tuple[httpx.MockTransport, list[str]]:
+    """Logs in, then answers every call with `envelope`; records the functions called."""
+    called: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        function = request.url.path.rsplit("/", 1)[-1]
+        called.append(function)
+        if function == "AuthenticateUser":
+            return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+        return httpx.Response(status, json=envelope)
+
+    return httpx.MockTransport(answer), called
+
+
+DOCUMENTED = sorted(code for code in CODES if code.isdigit())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    code=st.sampled_from(DOCUMENTED),
+    message=st.none() | st.text(max_size=20),
+    detail=st.none() | st.text(max_size=20),
+    status=st.sampled_from([200, 400, 500, 503]),
+)
+async def test_a_top_level_envelope_maps_the_same_on_both_cancel_calls(
+    code: str, message: str | None, detail: str | None, status: int
+) -> None:
+    assume(status == 200 or code != "0")  # an error status with a success body: status rules
+    envelope = {"result": code == "0", "errormsg": message, "errorcode": int(code)}
+    envelope["detail"] = detail
+    seen = []
+    for job in (KiiexUserReport(REPORT_ID), KiiexQuote(oms_id=1, bid_quote_id=1, ask_quote_id=2)):
+        transport, called = _answering(envelope, status)
+        adapter = _adapter(transport)
+        reply = await adapter.cancel(job, timeout=5.0)
+        await adapter.aclose()
+        seen.append({(g.outcome, g.reason, g.retryable, g.upstream_code) for g in reply.legs})
+        # errorcode 20 is answered with exactly one fresh login and one repeat, on both calls
+        assert called.count("AuthenticateUser") == (2 if code == "20" else 1)
+    report, quote = seen
+    assert report == quote
+    verdict = CODES[code]
+    assert report == {(verdict.outcome, verdict.reason, verdict.retryable, code)}
+
+
+REPORT_ID = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_an_undocumented_errorcode_on_a_server_error_is_the_status(status: int) -> None:
+    transport, _ = _answering({"result": False, "errorcode": 777, "errormsg": "?"}, status)
+    adapter = _adapter(transport)
+    (leg,) = (await adapter.cancel(KiiexUserReport(REPORT_ID), timeout=5.0)).legs
+    await adapter.aclose()
+    assert (leg.reason, leg.retryable, leg.upstream_code) == (
+        Reason.UPSTREAM_ERROR, True, f"HTTP {status}"
+    )  # fmt: skip
+
+
+async def test_an_undocumented_errorcode_on_http_200_is_other() -> None:
+    transport, _ = _answering({"result": False, "errorcode": 777, "errormsg": "?"}, 200)
+    adapter = _adapter(transport)
+    (leg,) = (await adapter.cancel(KiiexUserReport(REPORT_ID), timeout=5.0)).legs
+    await adapter.aclose()
+    assert (leg.reason, leg.retryable, leg.upstream_code) == (Reason.UPSTREAM_ERROR, False, "777")

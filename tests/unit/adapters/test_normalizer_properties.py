@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.base import Adapter
 from adapters.kiiex import KiiexAdapter
 from adapters.zuora import ZuoraAdapter
 from cancellation.v1 import gateway_pb2
 from gateway.jobs import Job, KiiexQuote, KiiexUserReport, ZuoraReportRun
 from gateway.model import CancelResult, Outcome, Reason, UpstreamReply
 from gateway.service import response_to_proto
+from gateway.upstream import Adapter
 from tests.conftest import kiiex_connection, make_config, zuora_connection
 
 # Lone surrogates included: upstreams send them (as \ud800 escapes) and protobuf refuses them.

@@ -1,5 +1,6 @@
 """The Zuora adapter against the simulator in-process: every code-table row, OAuth token
-reuse and refresh, data-center presets, and the exact request it sends."""
+reuse and refresh, the legacy zconnect credentials, data-center presets, and the exact
+request it sends."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.zuora import CODES, DATA_CENTERS, ZuoraAdapter
+from adapters.zuora import _HOSTS, CODES, DATA_CENTERS, ZuoraAdapter
 from gateway.config import ConfigError
 from gateway.jobs import ZuoraReportRun
 from gateway.model import Outcome, Reason, UpstreamReply
@@ -188,7 +189,7 @@ async def test_request_shape_path_auth_and_entity_header() -> None:
 
 def test_data_center_preset_sets_the_rest_host() -> None:
     config = make_config({"z": zuora_connection(base_url=None, data_center="eu-sandbox")})
-    assert config.connections["z"].options.base_url == DATA_CENTERS["eu-sandbox"]
+    assert config.connections["z"].options.base_url == DATA_CENTERS["eu-sandbox"][0]
 
 
 @pytest.mark.parametrize(
@@ -201,5 +202,101 @@ def test_data_center_preset_sets_the_rest_host() -> None:
     ],
 )
 def test_bad_zuora_options_name_the_key(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config({"z": zuora_connection(**overrides)})
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, 50000077), (500, 12345678), (502, "x")])
+async def test_an_undocumented_category_says_no_more_than_the_status(
+    adapter: ZuoraAdapter, zuora_sim: ZuoraSimulator, status: int, code: object
+) -> None:
+    body = {"success": False, "reasons": [{"code": code, "message": "odd"}]}
+    zuora_sim.faults.inject(Fault("http_status", status=status, payload=body))
+    (leg,) = (await _cancel(adapter, zuora_sim.add_run())).legs
+    assert (leg.outcome, leg.reason, leg.retryable) == (Outcome.FAILED, Reason.UPSTREAM_ERROR, True)
+    assert leg.upstream_code == str(code)
+
+
+async def test_a_documented_category_wins_over_the_status(
+    adapter: ZuoraAdapter, zuora_sim: ZuoraSimulator
+) -> None:
+    zuora_sim.faults.inject(Fault("http_status", status=503, payload=_failure(50000040)))
+    (leg,) = (await _cancel(adapter, zuora_sim.add_run())).legs
+    assert (leg.reason, leg.retryable) == (Reason.NOT_FOUND, False)
+
+
+LEGACY = {
+    "client_id_env": None,
+    "client_secret_env": None,
+    "api_access_key_id_env": "ZUORA_USER",
+    "api_secret_access_key_env": "ZUORA_PASSWORD",
+}
+
+
+async def test_legacy_credentials_go_in_headers_and_need_no_token(
+    zuora_sim: ZuoraSimulator,
+) -> None:
+    adapter = _adapter(httpx.ASGITransport(app=zuora_sim.app), **LEGACY, entity_name="Europe")
+    run = zuora_sim.add_run()
+    (leg,) = (await _cancel(adapter, run)).legs
+    await adapter.aclose()
+    assert (leg.outcome, zuora_sim.run_status(run)) == (Outcome.CANCELED, "CANCELLED")
+    assert zuora_sim.auth_seen == {"legacy": 1}
+    assert (zuora_sim.token_count, zuora_sim.calls["create_token"]) == (0, 0)
+    assert zuora_sim.entity_headers == {"entityname": "Europe"}
+
+
+async def test_legacy_request_carries_no_bearer_and_no_secret_elsewhere() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"success": True, "response": "has been canceled"})
+
+    adapter = _adapter(httpx.MockTransport(answer), **LEGACY, entity_id="ent-9")
+    await _cancel(adapter, "ff808081529f4e3401529fd61f080074")
+    (delete,) = seen
+    assert delete.headers["apiaccesskeyid"] == "sim-user"
+    assert delete.headers["apisecretaccesskey"] == "sim-password"
+    assert delete.headers["entityid"] == "ent-9"
+    assert "authorization" not in delete.headers
+    assert "sim-password" not in str(delete.url)
+
+
+async def test_refused_legacy_credentials_are_unauthorized_without_a_refresh(
+    zuora_sim: ZuoraSimulator,
+) -> None:
+    zuora_sim.legacy_users = {"sim-user": "rotated"}
+    adapter = _adapter(httpx.ASGITransport(app=zuora_sim.app), **LEGACY)
+    (leg,) = (await _cancel(adapter, zuora_sim.add_run())).legs
+    await adapter.aclose()
+    assert (leg.reason, leg.upstream_code) == (Reason.UNAUTHORIZED, "90000011")  # category 11
+    assert zuora_sim.calls["delete_reportrun"] == 1
+
+
+@pytest.mark.parametrize("center", sorted(_HOSTS))
+def test_every_data_center_has_a_rest_and_a_zconnect_preset(center: str) -> None:
+    rest = make_config({"z": zuora_connection(base_url=None, data_center=center)})
+    legacy = make_config(
+        {"z": zuora_connection(base_url=None, data_center=f"{center}-zconnect", **LEGACY)}
+    )
+    assert rest.connections["z"].options.base_url == f"https://{_HOSTS[center][0]}"
+    assert legacy.connections["z"].options.base_url == f"https://{_HOSTS[center][1]}"
+    assert "zconnect" in legacy.connections["z"].options.base_url
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"base_url": None, "data_center": "us-sandbox-zconnect"}, "this host takes api_access"),
+        ({"base_url": None, "data_center": "us-sandbox", **LEGACY}, "this host takes client_id"),
+        ({"api_access_key_id_env": "ZUORA_USER"}, "give either client_id_env"),
+        ({**LEGACY, "entity_id": "a", "entity_name": "b"}, "entity_id or entity_name, not both"),
+        ({**LEGACY, "api_secret_access_key_env": "UNSET"}, "UNSET is not set"),
+    ],
+)
+def test_credential_families_are_checked_against_the_host(
+    overrides: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         make_config({"z": zuora_connection(**overrides)})

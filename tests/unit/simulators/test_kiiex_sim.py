@@ -194,7 +194,6 @@ async def test_cancel_quote_cancels_both_legs_and_empties_open_quotes(
     [
         {"accountId": 8},
         {"instrumentId": 4},
-        {"omsId": 2},
     ],
 )
 async def test_cancel_quote_outside_scope_is_not_found(
@@ -220,11 +219,26 @@ async def test_cancel_quote_legs_are_judged_separately(
 @pytest.mark.parametrize(
     "body", [{"bidQuoteId": 1, "askQuoteId": 2}, {"omsId": 1, "bidQuoteId": "1", "askQuoteId": 2}]
 )
-async def test_cancel_quote_invalid_request_fails_both_legs(
+async def test_cancel_quote_invalid_request_is_one_top_level_envelope(
     client: httpx.AsyncClient, body: dict[str, object]
 ) -> None:
     reply = await call(client, await login(client), "CancelQuote", body)
-    assert reply["BidResult"]["errorcode"] == reply["AskResult"]["errorcode"] == 100
+    assert (reply["result"], reply["errorcode"], reply["errormsg"]) == (
+        False,
+        100,
+        "Invalid Request",
+    )
+    assert "BidResult" not in reply
+
+
+async def test_cancel_quote_on_another_oms_is_refused_as_a_whole(
+    sim: KiiexSimulator, client: httpx.AsyncClient
+) -> None:
+    bid, ask = sim.add_quote_pair()
+    body = {"omsId": 2, "bidQuoteId": bid, "askQuoteId": ask}
+    reply = await call(client, await login(client), "CancelQuote", body)
+    assert (reply["errorcode"], "AskResult" in reply) == (100, False)
+    assert sim.quote_state(bid) == WORKING
 
 
 async def test_quote_results_as_strings() -> None:
