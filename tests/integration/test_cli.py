@@ -36,6 +36,13 @@ async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
     return seen
 
 
+def _target(banner: str) -> str:
+    """The gRPC address a sandbox banner announces."""
+    found = re.search(r"gRPC on (\S+),", banner)
+    assert found is not None, banner
+    return found.group(1)
+
+
 @pytest.fixture
 async def sandbox_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     process = await asyncio.create_subprocess_exec(
@@ -70,9 +77,7 @@ async def test_cancel_prints_the_bad_field_and_fails(
     sandbox_process: tuple[asyncio.subprocess.Process, str],
 ) -> None:
     _, banner = sandbox_process
-    target = re.search(r"gRPC on (\S+),", banner)
-    assert target is not None
-    code, _, err = await _run("cancel", "--target", target.group(1), "kiiex-report", "nope")
+    code, _, err = await _run("cancel", "--target", _target(banner), "kiiex-report", "nope")
     assert code == 2
     assert "INVALID_ARGUMENT" in err
     assert "kiiex_user_report.user_report_id" in err
@@ -91,23 +96,6 @@ async def test_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     assert "serving" not in out
 
 
-async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        '[server]\nlisten = "127.0.0.1:0"\n'
-        '[connections.k]\nupstream = "kiiex"\nbase_url = "http://127.0.0.1:9"\n'
-        'username_env = "U"\npassword_env = "P"\n'
-    )
-    process = await asyncio.create_subprocess_exec(
-        CANCELGW, "serve", "--config", str(config), stdout=asyncio.subprocess.PIPE,
-        env={"U": "user", "P": "pass"},
-    )  # fmt: skip
-    assert process.stdout is not None
-    await _read_until(process.stdout, "serving on port")
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
-
-
 def _serve_config(tmp_path: Path, listen: str) -> Path:
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -118,16 +106,26 @@ def _serve_config(tmp_path: Path, listen: str) -> Path:
     return config
 
 
+async def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = _serve_config(tmp_path, "127.0.0.1:0")
+    process = await asyncio.create_subprocess_exec(
+        CANCELGW, "serve", "--config", str(config), stdout=asyncio.subprocess.PIPE,
+        env={"U": "user", "P": "pass"},
+    )  # fmt: skip
+    assert process.stdout is not None
+    await _read_until(process.stdout, "serving on port")
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
+
+
 async def test_serve_on_a_port_in_use_fails_naming_the_address(
     tmp_path: Path, sandbox_process: tuple[asyncio.subprocess.Process, str]
 ) -> None:
-    _, banner = sandbox_process
-    taken = re.search(r"gRPC on (\S+),", banner)
-    assert taken is not None
-    config = _serve_config(tmp_path, taken.group(1))
+    taken = _target(sandbox_process[1])
+    config = _serve_config(tmp_path, taken)
     code, out, err = await _run("serve", "--config", str(config), env={"U": "u", "P": "p"})
     assert code == 1
-    assert f"cannot listen on {taken.group(1)}: the address is in use" in err
+    assert f"cannot listen on {taken}: the address is in use" in err
     assert "serving" not in out
     assert "Traceback" not in err
 
@@ -135,10 +133,8 @@ async def test_serve_on_a_port_in_use_fails_naming_the_address(
 async def test_sandbox_on_a_port_in_use_fails_naming_the_address(
     sandbox_process: tuple[asyncio.subprocess.Process, str],
 ) -> None:
-    _, banner = sandbox_process
-    taken = re.search(r"gRPC on (\S+),", banner)
-    assert taken is not None
-    code, out, err = await _run("sandbox", "--listen", taken.group(1))
+    taken = _target(sandbox_process[1])
+    code, out, err = await _run("sandbox", "--listen", taken)
     assert code == 1
-    assert f"cannot listen on {taken.group(1)}" in out + err
+    assert f"cannot listen on {taken}" in err
     assert "CancelJob" not in out  # no banner: it never served

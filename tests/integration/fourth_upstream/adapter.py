@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
 from adapters.guard import answered
 from adapters.http import OPERATION, http_client, json_body, send

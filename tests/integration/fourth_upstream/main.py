@@ -32,6 +32,12 @@ async def _call(target: str, request: gateway_pb2.CancelJobRequest) -> dict[str,
         return {"outcome": gateway_pb2.Outcome.Name(response.outcome), "legs": len(response.legs)}
 
 
+def _ticket(ticket_id: str) -> gateway_pb2.CancelJobRequest:
+    # Only the stubs generated for this child know the member: looked up, not typed.
+    ticket = getattr(gateway_pb2, "TicketingJob")(ticket_id=ticket_id)  # noqa: B009
+    return gateway_pb2.CancelJobRequest(**{"ticketing_job": ticket})
+
+
 def _cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -45,10 +51,8 @@ async def main() -> None:
         code, printed = await asyncio.to_thread(
             _cli, "cancel", "--target", box.target, *example.split()
         )
-        ticket = gateway_pb2.TicketingJob(ticket_id="T1001")
-        again = await _call(box.target, gateway_pb2.CancelJobRequest(ticketing_job=ticket))
-        bad = gateway_pb2.TicketingJob(ticket_id="../etc")
-        invalid = await _call(box.target, gateway_pb2.CancelJobRequest(ticketing_job=bad))
+        again = await _call(box.target, _ticket("T1001"))
+        invalid = await _call(box.target, _ticket("../etc"))
         empty = await _call(box.target, gateway_pb2.CancelJobRequest())
         report = {
             "banner": instructions(box),
