@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PROTO  := protos/cancellation/v1/gateway.proto
 
-.PHONY: run test tools lint proto bench readme clean
+.PHONY: run test tools lint proto bench chaos readme clean
 
 run: $(BIN)/.installed
 	$(BIN)/cancelgw sandbox
@@ -17,23 +17,30 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# promtool (Debian package `prometheus`) checks the alert rules and the live /metrics in the
-# tests. Installed when missing and we are root with apt-get (CI, containers); a
-# policy-rc.d keeps the package's own Prometheus server from starting during the install.
+# Real parts the tests run: promtool (Debian package `prometheus`) checks the alert rules
+# and the live /metrics; redis-server (Debian package `redis-server`) backs the shared
+# idempotency store. Installed when missing and we are root with apt-get (CI, containers);
+# a policy-rc.d keeps the packages' own services from starting during the install.
+TOOLS := promtool:prometheus redis-server:redis-server
+
 tools:
-	@command -v promtool >/dev/null 2>&1 && exit 0; \
+	@missing=""; for pair in $(TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: promtool is missing: install the Debian package 'prometheus'" \
-	       "(apt-get install prometheus) or put promtool on PATH" >&2; exit 1; \
+	  echo "error: missing Debian package(s):$$missing (apt-get install$$missing)," \
+	       "or put promtool and redis-server on PATH" >&2; exit 1; \
 	fi; \
-	echo "installing promtool (Debian package prometheus)"; \
+	echo "installing Debian package(s):$$missing"; \
 	if [ ! -e /usr/sbin/policy-rc.d ]; then \
 	  trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM; \
 	  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
 	fi; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	  --no-install-recommends prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  echo "error: installing the Debian package 'prometheus' did not provide promtool" >&2; exit 1; }
+	  --no-install-recommends $$missing >/dev/null; \
+	for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || { \
+	  echo "error: installing $${pair#*:} did not provide $${pair%%:*}" >&2; exit 1; }; done
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -47,6 +54,11 @@ proto: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.cancel_load $(BENCH_ARGS)
+
+# 10,000 calls under injected faults; prints classified / truthful / lost and exits non-zero
+# unless all are classified and truthful (tests/chaos.py; make test runs 2,000).
+chaos: $(BIN)/.installed
+	$(BIN)/python -m tests.chaos --calls 10000 --concurrency 16 $(CHAOS_ARGS)
 
 # Re-renders the README's normalization tables from the adapters' code tables.
 readme: $(BIN)/.installed

@@ -6,7 +6,7 @@ more general one (body code -> HTTP status), never to a guess.
 
 from __future__ import annotations
 
-from gateway.model import JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
+from gateway.model import Delivery, JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
 from gateway.upstream import CodeTable
 
 UNREACHABLE = "unreachable"
@@ -42,6 +42,7 @@ def failed_reply(
     body: JsonValue = None,
     shown_code: str = "",
     retry_after: float | None = None,
+    delivery: Delivery = Delivery.ANSWERED,
 ) -> UpstreamReply:
     """The same verdict on every leg: transport trouble or an answer that covers the whole call.
 
@@ -51,4 +52,4 @@ def failed_reply(
     verdict = table[key]
     code = shown_code or key
     results = tuple(LegResult.from_verdict(leg, verdict, code, message) for leg in legs)
-    return UpstreamReply(results, body, retry_after)
+    return UpstreamReply(results, body, retry_after, delivery)

@@ -12,7 +12,7 @@ import httpx
 from adapters.codes import TIMEOUT, UNREACHABLE, UNREADABLE
 from adapters.guard import UpstreamFailure
 from gateway.config import ConnectionSettings
-from gateway.model import JsonValue
+from gateway.model import Delivery, JsonValue
 from gateway.upstream import observer
 
 OPERATION = "cancelgw.operation"
@@ -35,13 +35,46 @@ _MAX_DEPTH = 16
 _MAX_ITEMS = 100
 
 
+# The connection failed before any byte of the request left: nothing can have landed.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class Exchange:
+    """What became of the request of one call that changes the upstream's state (a cancel).
+
+    `send(..., exchange=...)` marks it: NO_ANSWER while it may be on its way, ANSWERED once
+    an HTTP answer came back, NOT_SENT when the connection failed before the request left.
+    When the call fails, the adapter's guard reads `delivery` to say whether it can have
+    landed; an answer the adapter cannot read is its to mark (`unreadable`).
+    """
+
+    def __init__(self) -> None:
+        self.delivery = Delivery.NOT_SENT
+
+    def unreadable(self) -> None:
+        self.delivery = Delivery.NO_ANSWER
+
+
 def http_client(
     connection: ConnectionSettings, base_url: str, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
-    """One shared client per connection, its pool kept small on purpose (see README, Resilience)."""
+    """The client for a connection's cancels and reads. It may open as many connections as
+    the bulkhead lets calls in (`max_in_flight`), so an attempt holding a slot never waits
+    for a connection; it keeps `pool_size` of them open between calls."""
     limits = httpx.Limits(
-        max_connections=connection.pool_size, max_keepalive_connections=connection.pool_size
+        max_connections=connection.max_in_flight, max_keepalive_connections=connection.pool_size
     )
+    return httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=connection.timeout, transport=transport
+    )
+
+
+def login_client(
+    connection: ConnectionSettings, base_url: str, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    """A client of its own for logins and token fetches, so they never queue behind cancels
+    (one login serves every call of the connection, so one connection is enough)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     return httpx.AsyncClient(
         base_url=base_url, limits=limits, timeout=connection.timeout, transport=transport
     )
@@ -52,18 +85,34 @@ def operation_of(request: httpx.Request) -> str:
     return tagged if isinstance(tagged, str) and tagged else request.method
 
 
-async def send(client: httpx.AsyncClient, request: httpx.Request, timeout: float) -> httpx.Response:
-    """Sends one request, raising UpstreamFailure for everything that is not an HTTP answer."""
+async def send(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    timeout: float,
+    exchange: Exchange | None = None,
+) -> httpx.Response:
+    """Sends one request, raising UpstreamFailure for everything that is not an HTTP answer;
+    marks `exchange` (see `Exchange`) when the request is the call's cancel."""
     request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
     started, status_class = time.monotonic(), "error"
+    if exchange is not None:
+        exchange.delivery = Delivery.NO_ANSWER
     try:
         response = await client.send(request)
         status_class = f"{response.status_code // 100}xx"
+        if exchange is not None:
+            exchange.delivery = Delivery.ANSWERED
         return response
+    except _NOT_SENT as error:
+        if exchange is not None:
+            exchange.delivery = Delivery.NOT_SENT
+        if isinstance(error, httpx.TimeoutException):
+            raise UpstreamFailure(
+                TIMEOUT, f"{type(error).__name__} after {timeout:.2f}s"
+            ) from error
+        raise UpstreamFailure(UNREACHABLE, f"ConnectError: {error}") from error
     except httpx.TimeoutException as error:
         raise UpstreamFailure(TIMEOUT, f"{type(error).__name__} after {timeout:.2f}s") from error
-    except httpx.ConnectError as error:
-        raise UpstreamFailure(UNREACHABLE, f"ConnectError: {error}") from error
     # Other errors' texts may quote what was sent, headers and tokens included: name the kind.
     except httpx.TransportError as error:
         raise UpstreamFailure(UNREACHABLE, type(error).__name__) from error

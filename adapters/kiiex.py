@@ -25,8 +25,10 @@ from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
 from adapters.guard import AuthRefused, UpstreamFailure, answered
 from adapters.http import (
     OPERATION,
+    Exchange,
     http_client,
     json_body,
+    login_client,
     raw_text,
     redacted,
     retry_after,
@@ -35,7 +37,7 @@ from adapters.http import (
 from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import JobKind, KiiexQuote, KiiexUserReport
-from gateway.model import JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
+from gateway.model import Delivery, JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
 from gateway.upstream import CodeTable, ConfirmState, LegCheck, Upstream
 
 NOT_AUTHORIZED = "20"
@@ -72,12 +74,10 @@ CODES: CodeTable = {
 # Codes a public source lists as errors: on a non-2xx answer only these say more than the status.
 _DOCUMENTED_ERRORS = frozenset(code for code in CODES if code.isdigit() and code != "0")
 
-_ORDER_CANCELED = 3
+_ORDER_WORKING, _ORDER_CANCELED = 1, 3
 _CANCELLED_STATUSES = frozenset({"UserCancelled"})
-_PENDING_STATUSES = frozenset(
-    {"UserCancelPending", "UserCancelledPending", "Submitted", "Validating", "Scheduled",
-     "InProgress", "Aborting"}
-)  # fmt: skip
+_CANCEL_PENDING_STATUSES = frozenset({"UserCancelPending", "UserCancelledPending"})
+_RUNNING_STATUSES = frozenset({"Submitted", "Validating", "Scheduled", "InProgress", "Aborting"})
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,18 @@ class KiiexAdapter:
     ) -> None:
         self._options: KiiexOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
+        self._logins = login_client(connection, self._options.base_url, transport)
         self._sessions = SharedLogin(self._login)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._logins.aclose()
 
     async def cancel(self, job: JobKind, *, timeout: float) -> UpstreamReply:
+        exchange = Exchange()
+
         async def cancel_once() -> UpstreamReply:
-            response = await self._call(job.operation, _cancel_payload(job), timeout)
+            response = await self._call(job.operation, _cancel_payload(job), timeout, exchange)
             return _reply(response, job.legs)
 
         return await answered(
@@ -203,7 +207,12 @@ class KiiexAdapter:
             timeout=timeout,
             refused_code=NOT_AUTHORIZED,
             on_failure=lambda failure: failed_reply(
-                CODES, job.legs, failure.code, failure.message, retry_after=failure.retry_after
+                CODES,
+                job.legs,
+                failure.code,
+                failure.message,
+                retry_after=failure.retry_after,
+                delivery=exchange.delivery,
             ),
         )
 
@@ -238,7 +247,9 @@ class KiiexAdapter:
             "InstrumentId": job.instrument_id,
         }
         body = json_body(await self._call("GetOpenQuotes", query, timeout))
-        if not isinstance(body, dict):
+        # Both keys, or no verdict: a generic error envelope (errorcode 20, 102, ...) has
+        # neither, and must not read as "no quote is open any more".
+        if not isinstance(body, dict) or not {"bid", "ask"} <= body.keys():
             raise UpstreamFailure(UNREADABLE, "GetOpenQuotes: expected {bid, ask}")
         return (
             _quote_check("bid", job.bid_quote_id, body.get("bid")),
@@ -258,7 +269,9 @@ class KiiexAdapter:
                 return _report_check(str(ticket.get("RequestStatus")))
         return LegCheck("report", ConfirmState.PENDING, "no ticket with this id yet")
 
-    async def _call(self, function: str, payload: JsonValue, timeout: float) -> httpx.Response:
+    async def _call(
+        self, function: str, payload: JsonValue, timeout: float, exchange: Exchange | None = None
+    ) -> httpx.Response:
         """One function call with the shared session, renewed once if KIIEX says it is not."""
 
         async def send_with(session: _Session) -> httpx.Response:
@@ -269,18 +282,18 @@ class KiiexAdapter:
                 headers={self._options.token_header: session.token},
                 extensions={OPERATION: function},
             )
-            return await send(self._client, request, timeout)
+            return await send(self._client, request, timeout, exchange)
 
         return await self._sessions.call(timeout, send_with, _says_not_authorized)
 
     async def _login(self, timeout: float) -> _Session:
-        request = self._client.build_request(
+        request = self._logins.build_request(
             "POST",
             f"{self._options.path_prefix}/AuthenticateUser",
             json=self._options.login.payload(),
             extensions={OPERATION: "AuthenticateUser"},
         )
-        body = _login_body(await send(self._client, request, timeout))
+        body = _login_body(await send(self._logins, request, timeout))
         token = body.get(self._options.token_field)
         if not isinstance(token, str) or not token:
             raise _login_refusal(body, self._options.token_field)
@@ -363,24 +376,43 @@ def _reply(response: httpx.Response, legs: tuple[str, ...]) -> UpstreamReply:
     if response.text.strip().upper() == RATE_LIMIT_TEXT:
         return _http_failure(response, legs, RATE_LIMIT_TEXT)
     status = status_key(CODES, response.status_code)
+    if status == "HTTP 429":  # a limit on requests, whatever the body says of the job
+        return _http_failure(response, legs, status)
     try:
         body = json_body(response)
     except UpstreamFailure as failure:
         if response.is_success:
-            return failed_reply(CODES, legs, UNREADABLE, failure.message, body=raw_text(response))
+            return _unreadable(legs, failure.message, raw_text(response))
         return _http_failure(response, legs, status)
     envelopes = _leg_envelopes(body, legs)
     if envelopes is None:
         if response.is_success:
-            return failed_reply(
-                CODES, legs, UNREADABLE, "expected {BidResult, AskResult}", body=redacted(body)
-            )
+            return _unreadable(legs, "expected {BidResult, AskResult}", redacted(body))
         return _http_failure(response, legs, status, redacted(body))
     results = tuple(_leg(leg, envelope) for leg, envelope in zip(legs, envelopes, strict=True))
-    # Body code, then HTTP status: on an error status only a documented errorcode says more.
-    if not response.is_success and any(r.upstream_code not in _DOCUMENTED_ERRORS for r in results):
+    if not response.is_success and not _says_more_than(results):
         return _http_failure(response, legs, status, redacted(body))
-    return UpstreamReply(results, redacted(body))
+    # A 2xx whose answer cannot be read does not say the cancel was not applied.
+    unread = any(r.upstream_code == UNREADABLE for r in results)
+    return UpstreamReply(
+        results,
+        redacted(body),
+        retry_after(response),
+        Delivery.NO_ANSWER if unread else Delivery.ANSWERED,
+    )
+
+
+def _says_more_than(results: tuple[LegResult, ...]) -> bool:
+    """Body code, then HTTP status: on an error status the legs' codes count only when one
+    is a documented error and the others documented too (a leg that says 0 beside it keeps
+    its word, so the job is PARTIAL rather than re-sent whole)."""
+    codes = {r.upstream_code for r in results}
+    return bool(codes & _DOCUMENTED_ERRORS) and codes <= _DOCUMENTED_ERRORS | {"0"}
+
+
+def _unreadable(legs: tuple[str, ...], message: str, body: JsonValue) -> UpstreamReply:
+    """A 2xx answer of no documented shape: the cancel may have been applied."""
+    return failed_reply(CODES, legs, UNREADABLE, message, body=body, delivery=Delivery.NO_ANSWER)
 
 
 def _leg_envelopes(body: JsonValue, legs: tuple[str, ...]) -> list[Any] | None:
@@ -390,7 +422,9 @@ def _leg_envelopes(body: JsonValue, legs: tuple[str, ...]) -> list[Any] | None:
     if isinstance(body, dict) and ("BidResult" in body or "AskResult" in body):
         return [body.get("BidResult"), body.get("AskResult")]
     if isinstance(body, dict) and "result" in body:
-        return [body] * len(legs)  # one answer for the whole request covers both legs
+        # One answer for the whole request (APEX's form for refusing it as a whole) answers
+        # both legs; every documented code reads as it does on CancelUserReport.
+        return [body] * len(legs)
     return None
 
 
@@ -412,8 +446,10 @@ def _http_failure(
 def _report_check(status: str) -> LegCheck:
     if status in _CANCELLED_STATUSES:
         return LegCheck("report", ConfirmState.CONFIRMED, f"RequestStatus {status}")
-    if status in _PENDING_STATUSES:
+    if status in _CANCEL_PENDING_STATUSES:
         return LegCheck("report", ConfirmState.PENDING, f"RequestStatus {status}")
+    if status in _RUNNING_STATUSES:
+        return LegCheck("report", ConfirmState.ACTIVE, f"RequestStatus {status}")
     return LegCheck("report", ConfirmState.REFUTED, f"report ended as {status}")
 
 
@@ -423,7 +459,9 @@ def _quote_check(leg: str, quote_id: int, open_quote: Any) -> LegCheck:
     state = open_quote.get("orderState")
     if state == _ORDER_CANCELED:
         return LegCheck(leg, ConfirmState.CONFIRMED, f"quote {quote_id} orderState Canceled")
-    return LegCheck(leg, ConfirmState.PENDING, f"quote {quote_id} still open (orderState {state})")
+    # Working: no sign of a cancel yet; any other state: cannot tell.
+    seen = ConfirmState.ACTIVE if state == _ORDER_WORKING else ConfirmState.PENDING
+    return LegCheck(leg, seen, f"quote {quote_id} still open (orderState {state})")
 
 
 UPSTREAM = Upstream(

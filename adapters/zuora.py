@@ -20,8 +20,10 @@ from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
 from adapters.guard import AuthRefused, UpstreamFailure, answered
 from adapters.http import (
     OPERATION,
+    Exchange,
     http_client,
     json_body,
+    login_client,
     raw_text,
     redacted,
     retry_after,
@@ -30,8 +32,8 @@ from adapters.http import (
 from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import JobKind, ZuoraReportRun
-from gateway.model import JsonValue, Outcome, Reason, UpstreamReply, Verdict
-from gateway.upstream import CodeTable, LegCheck, Upstream
+from gateway.model import Delivery, JsonValue, Outcome, Reason, UpstreamReply, Verdict
+from gateway.upstream import CodeTable, ConfirmState, LegCheck, Upstream
 
 LEG = "report_run"
 CANCELED_TEXT = "has been canceled"
@@ -142,12 +144,23 @@ def parse_options(table: Table) -> ZuoraOptions:
     prefix = table.string("api_prefix", "/api/rest/v1").rstrip("/")
     if not prefix.startswith("/"):
         raise ConfigError(f"{table.key('api_prefix')}: must start with '/', got {prefix!r}")
+    oauth = family == OAUTH
     return ZuoraOptions(
         base_url=base_url,
         api_prefix=prefix,
-        credentials=_oauth(table) if family == OAUTH else _legacy(table),
-        entity_ids=table.string("entity_ids", ""),
+        credentials=_oauth(table) if oauth else _legacy(table),
+        # Zuora-Entity-Ids belongs to the REST hosts; zconnect names one entity instead.
+        entity_ids=_header_value(table, "entity_ids", table.string("entity_ids", ""))
+        if oauth
+        else "",
     )
+
+
+def _header_value(table: Table, key: str, value: str) -> str:
+    """A value sent in a header must be printable ASCII, or no request could carry it."""
+    if not (value.isascii() and value.isprintable()):
+        raise ConfigError(f"{table.key(key)}: must be printable ASCII (it is sent in a header)")
+    return value
 
 
 def _credential_family(table: Table) -> str:
@@ -170,10 +183,14 @@ def _oauth(table: Table) -> OAuthClient:
 
 def _legacy(table: Table) -> LegacyCredentials:
     headers = {
-        "apiAccessKeyId": table.secret("api_access_key_id_env"),
-        "apiSecretAccessKey": table.secret("api_secret_access_key_env"),
+        name: _header_value(table, key, table.secret(key))
+        for name, key in (
+            ("apiAccessKeyId", "api_access_key_id_env"),
+            ("apiSecretAccessKey", "api_secret_access_key_env"),
+        )
     }
-    entity_id, entity_name = table.string("entity_id", ""), table.string("entity_name", "")
+    entity_id = _header_value(table, "entity_id", table.string("entity_id", ""))
+    entity_name = _header_value(table, "entity_name", table.string("entity_name", ""))
     if entity_id and entity_name:
         raise ConfigError(f"{table.key('entity_name')}: give entity_id or entity_name, not both")
     if entity_id:
@@ -193,14 +210,15 @@ def _signal(response: httpx.Response, body: JsonValue) -> tuple[str, str, str]:
     """(table key, code shown to the caller, message) for a parsed answer."""
     reasons = body.get("reasons") if isinstance(body, dict) else None
     if isinstance(reasons, list) and reasons and isinstance(reasons[0], dict):
-        code, message = reasons[0].get("code"), str(reasons[0].get("message") or "")
-        category = f"category {str(code)[-2:]}" if isinstance(code, int | str) else ""
-        if category in CODES:
-            return category, str(code), message
+        code, message = _reason_code(reasons[0].get("code")), str(reasons[0].get("message") or "")
+        shown = code or f"HTTP {response.status_code}"
+        category = f"category {code[-2:]}"
+        if code and category in CODES:
+            return category, shown, message
         # An undocumented category says no more than the HTTP status does.
         if not response.is_success:
-            return status_key(CODES, response.status_code), str(code), message
-        return OTHER_CATEGORY, str(code), message
+            return status_key(CODES, response.status_code), shown, message
+        return OTHER_CATEGORY, shown, message
     if not response.is_success:
         return status_key(CODES, response.status_code), f"HTTP {response.status_code}", ""
     if not isinstance(body, dict) or body.get("success") is not True:
@@ -212,6 +230,19 @@ def _signal(response: httpx.Response, body: JsonValue) -> tuple[str, str, str]:
     return UNRECOGNIZED_SUCCESS, "200", text
 
 
+# A 2xx saying one of these does not say the cancel was not applied.
+_UNCLEAR_SUCCESS = frozenset({UNREADABLE, UNRECOGNIZED_SUCCESS})
+
+
+def _reason_code(code: object) -> str:
+    """A reason code as digits (6-digit resource + 2-digit category), or "" when it is none."""
+    if isinstance(code, bool):
+        return ""
+    if isinstance(code, int) and code >= 0:
+        return str(code)
+    return code if isinstance(code, str) and code.isascii() and code.isdigit() else ""
+
+
 def _reply(response: httpx.Response) -> UpstreamReply:
     try:
         body = json_body(response)
@@ -221,9 +252,41 @@ def _reply(response: httpx.Response) -> UpstreamReply:
     else:
         key, shown, message = _signal(response, body)
         body = redacted(body)
+    unclear = response.is_success and key in _UNCLEAR_SUCCESS
     return failed_reply(
-        CODES, (LEG,), key, message, body=body, shown_code=shown, retry_after=retry_after(response)
+        CODES,
+        (LEG,),
+        key,
+        message,
+        body=body,
+        shown_code=shown,
+        retry_after=retry_after(response),
+        delivery=Delivery.NO_ANSWER if unclear else Delivery.ANSWERED,
     )
+
+
+_RUN_IN_PROGRESS = frozenset({"STARTED", "QUERYDATA", "PROCESSINGDATA"})
+_RUN_CANCELLED = frozenset({"CANCELLED", "CANCELED"})  # the docs spell it CANCELLED
+_RUN_ENDED = frozenset({"COMPLETED", "ERROR", "INVALID"})
+
+
+def _run_check(response: httpx.Response) -> LegCheck:
+    """What `GET .../reportruns/{id}` says of a run."""
+    body = json_body(response) if response.is_success else None
+    key, _, _ = _signal(response, body) if body is not None else ("", "", "")
+    if response.status_code == 404 or key == "category 40":
+        return LegCheck(LEG, ConfirmState.REFUTED, "no such report run")
+    if not response.is_success or not isinstance(body, dict) or body.get("success") is not True:
+        raise UpstreamFailure(UNREADABLE, f"GetReportRun: HTTP {response.status_code}")
+    run = body.get("response")
+    status = str(run.get("status") if isinstance(run, dict) else "").upper()
+    if status in _RUN_CANCELLED:
+        return LegCheck(LEG, ConfirmState.CONFIRMED, f"status {status}")
+    if status in _RUN_IN_PROGRESS:
+        return LegCheck(LEG, ConfirmState.ACTIVE, f"status {status}")
+    if status in _RUN_ENDED:
+        return LegCheck(LEG, ConfirmState.REFUTED, f"report run ended as {status}")
+    return LegCheck(LEG, ConfirmState.PENDING, f"status {status or 'missing'}")
 
 
 class ZuoraAdapter:
@@ -232,6 +295,7 @@ class ZuoraAdapter:
     ) -> None:
         self._options: ZuoraOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
+        self._logins = login_client(connection, self._options.base_url, transport)
         credentials = self._options.credentials
         self._legacy_headers = (
             credentials.headers if isinstance(credentials, LegacyCredentials) else {}
@@ -247,30 +311,58 @@ class ZuoraAdapter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._logins.aclose()
 
     async def cancel(self, job: JobKind, *, timeout: float) -> UpstreamReply:
-        if not isinstance(job, ZuoraReportRun):
-            raise TypeError(f"Zuora does not cancel {type(job).__name__}")
-        path = f"{self._options.api_prefix}/reportruns/{job.report_run_id}"
+        path = self._run_path(job)
+        exchange = Exchange()
 
         async def cancel_once() -> UpstreamReply:
-            return _reply(await self._authorized("DELETE", path, job.operation, timeout))
+            response = await self._authorized("DELETE", path, job.operation, timeout, exchange)
+            return _reply(response)
 
         return await answered(
             cancel_once(),
             timeout=timeout,
             refused_code="HTTP 401",
             on_failure=lambda failure: failed_reply(
-                CODES, (LEG,), failure.code, failure.message, retry_after=failure.retry_after
+                CODES,
+                (LEG,),
+                failure.code,
+                failure.message,
+                retry_after=failure.retry_after,
+                delivery=exchange.delivery,
             ),
         )
 
     async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
-        # A Zuora cancel answers CANCELED itself; the core confirms only ACCEPTED legs.
-        return ()
+        """Reads the run: its status says whether the cancel landed."""
+        path = self._run_path(job)
+
+        async def read() -> tuple[LegCheck, ...]:
+            return (_run_check(await self._authorized("GET", path, "GetReportRun", timeout)),)
+
+        return await answered(
+            read(),
+            timeout=timeout,
+            refused_code="HTTP 401",
+            on_failure=lambda failure: (
+                LegCheck(LEG, ConfirmState.PENDING, f"read failed: {failure.message}"),
+            ),
+        )
+
+    def _run_path(self, job: JobKind) -> str:
+        if not isinstance(job, ZuoraReportRun):
+            raise TypeError(f"Zuora does not cancel {type(job).__name__}")
+        return f"{self._options.api_prefix}/reportruns/{job.report_run_id}"
 
     async def _authorized(
-        self, method: str, path: str, operation: str, timeout: float
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        timeout: float,
+        exchange: Exchange | None = None,
     ) -> httpx.Response:
         """One call with the connection's credentials; an OAuth token is refreshed once on 401."""
 
@@ -281,7 +373,7 @@ class ZuoraAdapter:
             request = self._client.build_request(
                 method, path, headers=headers, extensions={OPERATION: operation}
             )
-            return await send(self._client, request, timeout)
+            return await send(self._client, request, timeout, exchange)
 
         if self._tokens is None:
             return await send_with(self._legacy_headers)
@@ -297,10 +389,10 @@ class ZuoraAdapter:
             "client_secret": client.client_secret,
             "grant_type": "client_credentials",
         }
-        request = self._client.build_request(
+        request = self._logins.build_request(
             "POST", "/oauth/token", data=form, extensions={OPERATION: "OAuthToken"}
         )
-        response = await send(self._client, request, timeout)
+        response = await send(self._logins, request, timeout)
         if response.status_code in (400, 401, 403):
             raise AuthRefused(f"oauth/token: {_token_error(response)}")
         if not response.is_success:

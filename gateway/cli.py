@@ -46,12 +46,20 @@ def command_line(job: JobKind) -> str:
     return " ".join([job.cli_name, *options, *positionals])
 
 
+# Options of `cancel` itself: a job field by one of these names would shadow it.
+_CANCEL_OPTIONS = frozenset(
+    {"target", "json", "connection", "confirm", "timeout", "idempotency_key", "kind", "job"}
+)
+
+
 def _add_job_commands(jobs: argparse._SubParsersAction[Any], registry: Registry) -> None:
     """One subcommand per job kind; its arguments are the job's fields."""
     for kind in registry.job_kinds.values():
         command = jobs.add_parser(kind.cli_name, help=summary(kind))
         command.set_defaults(kind=kind)
         for field in job_fields(kind):
+            if field.name in _CANCEL_OPTIONS:
+                raise ValueError(f"{kind.__name__}.{field.name}: the name of a cancel option")
             if field.required and not field.flag:
                 command.add_argument(field.name, type=field.kind)
             else:
@@ -78,6 +86,9 @@ def _parser(registry: Registry) -> argparse.ArgumentParser:
     cancel.add_argument("--json", action="store_true", help="print the response as JSON")
     cancel.add_argument("--connection", default="")
     cancel.add_argument("--confirm", action="store_true", help="wait for confirmation")
+    cancel.add_argument(
+        "--idempotency-key", default="", help="the same key again replays the stored answer"
+    )
     cancel.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
     _add_job_commands(cancel.add_subparsers(dest="job", required=True), registry)
     return parser
@@ -86,7 +97,9 @@ def _parser(registry: Registry) -> argparse.ArgumentParser:
 def _job_request(args: argparse.Namespace) -> gateway_pb2.CancelJobRequest:
     """The request as typed: the gateway, not the CLI, judges the values."""
     request = gateway_pb2.CancelJobRequest(
-        connection=args.connection, wait_for_confirmation=args.confirm
+        connection=args.connection,
+        wait_for_confirmation=args.confirm,
+        idempotency_key=args.idempotency_key,
     )
     kind: type[JobKind] = args.kind
     message = getattr(request, kind.proto_field)
@@ -114,7 +127,7 @@ def _print_response(response: gateway_pb2.CancelJobResponse, as_json: bool) -> N
     print(f"  {response.message}")
     print(
         f"  retryable={response.retryable} attempts={response.attempts} "
-        f"request_id={response.request_id}"
+        f"replayed={response.replayed} request_id={response.request_id}"
     )
     for leg in response.legs:
         leg_outcome = gateway_pb2.Outcome.Name(leg.outcome).removeprefix("OUTCOME_")

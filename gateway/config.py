@@ -82,9 +82,10 @@ class Table:
             raise ConfigError(f"{self.key(name)}: must be an http(s) URL, got {value!r}")
         return value.rstrip("/")
 
-    def secret(self, name: str) -> str:
-        """Reads `name` (e.g. `password_env`): the environment variable that holds the secret."""
-        variable = self.string(name)
+    def secret(self, name: str, default: str = _MISSING) -> str:
+        """Reads `name` (e.g. `password_env`): the environment variable that holds the secret
+        (`default` names the variable when the key is absent)."""
+        variable = self.string(name, default)
         secret = self._environ.get(variable, "")
         if not secret:
             raise ConfigError(f"{self.key(name)}: environment variable {variable} is not set")
@@ -146,16 +147,28 @@ LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str = "127.0.0.1:50051"
-    shutdown_grace: float = 5.0
+    # Long enough for an attempt at the default timeout_seconds (5) to finish in a drain.
+    shutdown_grace: float = 10.0
     # Off unless set: a fixed default port would collide wherever two gateways share a host.
     metrics_listen: str = ""
     log_level: str = "INFO"
+
+
+STORES = {"memory": "memory", "redis": "redis"}
+
+
+@dataclass(frozen=True)
+class IdempotencySettings:
+    store: str = "memory"
+    redis_url: str = ""
+    ttl: float = 86400.0
 
 
 @dataclass(frozen=True)
 class Config:
     server: ServerSettings
     connections: Mapping[str, ConnectionSettings]
+    idempotency: IdempotencySettings = IdempotencySettings()
 
     def default_connection(self, upstream: str) -> ConnectionSettings | None:
         candidates = [c for c in self.connections.values() if c.upstream == upstream]
@@ -239,6 +252,49 @@ def _connection(
     return settings
 
 
+# A drain lets in-flight attempts finish; this much of the grace is kept for answering and
+# closing after the longest one.
+DRAIN_MARGIN = 1.0
+
+
+def _check_fits_the_grace(
+    connections: Mapping[str, ConnectionSettings], server: ServerSettings
+) -> None:
+    """An attempt started just before SIGTERM must end inside the drain: refuse what cannot."""
+    for name, connection in connections.items():
+        if connection.timeout > server.shutdown_grace - DRAIN_MARGIN:
+            raise ConfigError(
+                f"connections.{name}.timeout_seconds: {connection.timeout:g}s does not fit in "
+                f"server.shutdown_grace_seconds ({server.shutdown_grace:g}s) less "
+                f"{DRAIN_MARGIN:g}s to answer: lower it or raise the grace"
+            )
+        if connection.pool_size > connection.max_in_flight:
+            raise ConfigError(
+                f"connections.{name}.pool_size: keeps {connection.pool_size} connections "
+                f"open, more than max_in_flight ({connection.max_in_flight}) can use"
+            )
+
+
+def _idempotency(table: Table) -> IdempotencySettings:
+    defaults = IdempotencySettings()
+    store = table.choice("store", STORES, defaults.store)
+    variable_key, variable_default = "redis_url_env", "CANCELGW_REDIS_URL"
+    variable = table.string(variable_key, variable_default)
+    redis_url = ""
+    if store == "redis":
+        redis_url = table.secret(variable_key, variable_default)
+        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"{table.key(variable_key)}: {variable} must hold a redis://, rediss:// or "
+                "unix:// URL"
+            )
+    settings = IdempotencySettings(
+        store=store, redis_url=redis_url, ttl=table.seconds("ttl_seconds", defaults.ttl)
+    )
+    table.finish()
+    return settings
+
+
 def _check_defaults(connections: Mapping[str, ConnectionSettings]) -> None:
     for upstream in {c.upstream for c in connections.values()}:
         defaults = sorted(n for n, c in connections.items() if c.upstream == upstream and c.default)
@@ -261,8 +317,10 @@ def parse_config(
     if not connections:
         raise ConfigError("connections: at least one connection is required")
     _check_defaults(connections)
+    _check_fits_the_grace(connections, server)
+    idempotency = _idempotency(root.table("idempotency"))
     root.finish()
-    return Config(server=server, connections=connections)
+    return Config(server=server, connections=connections, idempotency=idempotency)
 
 
 def load_config(

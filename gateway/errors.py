@@ -5,10 +5,15 @@ them; `gateway.service` maps each class to a gRPC status code and an ErrorInfo r
 table, so this module stays free of grpc.
 
     GatewayError
-    ├── InvalidArgument        a request field is malformed (each violation names the field)
-    ├── UnknownConnection      `connection` names nothing configured, or one of another upstream
-    ├── JobKindNotImplemented  a job kind no registered upstream serves
-    └── DeadlineExceeded       the caller's deadline passed before the gateway could answer
+    ├── InvalidArgument              a request field is malformed (each violation names it)
+    ├── UndecodableRequest           the request bytes are no CancelJobRequest at all
+    ├── UnknownConnection            `connection` names nothing configured, or another upstream's
+    ├── JobKindNotImplemented        a job kind no registered upstream serves
+    ├── DeadlineExceeded             the caller's deadline passed before the gateway could answer
+    ├── IdempotencyKeyReused         the key was first used with another request
+    ├── IdempotencyKeyInProgress     the key's first call was still running at the deadline
+    ├── IdempotencyStoreUnavailable  the store that guards keys cannot be reached
+    └── ShuttingDown                 the gateway is draining and took no new upstream call
 """
 
 from __future__ import annotations
@@ -56,4 +61,24 @@ class JobKindNotImplemented(GatewayError):
 
 
 class DeadlineExceeded(GatewayError):
+    pass
+
+
+class UndecodableRequest(GatewayError):
+    pass
+
+
+class IdempotencyKeyReused(GatewayError):
+    pass
+
+
+class IdempotencyKeyInProgress(GatewayError):
+    pass
+
+
+class IdempotencyStoreUnavailable(GatewayError):
+    pass
+
+
+class ShuttingDown(GatewayError):
     pass

@@ -192,6 +192,8 @@ class CancelRequest:
     idempotency_key: str = ""
     wait_for_confirmation: bool = False
     request_id: str = ""
+    caller: str = ""
+    """Who asked (an authenticated caller's configured name): keys are scoped per caller."""
 
     def __post_init__(self) -> None:
         # Both end up in messages, logs and store keys: bounded and printable.

@@ -50,9 +50,10 @@ def possible_results(verdicts: Iterable[Verdict]) -> frozenset[tuple[Outcome, Re
     """Every (outcome, reason) an envelope can end with, given an upstream's code table.
 
     A superset, on purpose: series cost little, and a missing one shows as a gap. Failures
-    may be whole (FAILED) or partial; the router adds FAILED/UPSTREAM_UNAVAILABLE (circuit
+    may be whole (FAILED) or partial; the pipeline adds FAILED/UPSTREAM_UNAVAILABLE (circuit
     open) and FAILED/BAD_UPSTREAM_RESPONSE (no legs); confirmation turns ACCEPTED into
-    CANCELED or ACCEPTED/NOT_CONFIRMED.
+    CANCELED or ACCEPTED/NOT_CONFIRMED; a lost answer turns a failure, or a success that
+    fits either case, into UNKNOWN with the same reason.
     """
     verdicts = list(verdicts)
     failures = {v.reason for v in verdicts if v.outcome not in SUCCESSFUL_OUTCOMES}
@@ -63,6 +64,9 @@ def possible_results(verdicts: Iterable[Verdict]) -> frozenset[tuple[Outcome, Re
         results |= {(Outcome.CANCELED, reason) for reason in accepted}
         results.add((Outcome.ACCEPTED, Reason.NOT_CONFIRMED))
     results |= {(outcome, r) for outcome in (Outcome.FAILED, Outcome.PARTIAL) for r in failures}
+    results |= {(Outcome.UNKNOWN, r) for r in failures | {Reason.UNSPECIFIED}}
+    if accepted:
+        results.add((Outcome.CANCELED, Reason.UNSPECIFIED))
     return frozenset(results)
 
 

@@ -21,6 +21,7 @@ class Outcome(enum.Enum):
     ALREADY_CANCELED = 3
     PARTIAL = 4
     FAILED = 5
+    UNKNOWN = 6
 
 
 class Reason(enum.Enum):
@@ -38,6 +39,18 @@ class Reason(enum.Enum):
     TIMEOUT = 9
     BAD_UPSTREAM_RESPONSE = 10
     NOT_CONFIRMED = 11
+
+
+class Delivery(enum.Enum):
+    """What became of one attempt's request. Names match the proto's `DELIVERY_*` values."""
+
+    UNSPECIFIED = 0
+    ANSWERED = 1
+    """The upstream answered, and the answer says what it did."""
+    NO_ANSWER = 2
+    """Sent, or possibly sent, and no readable answer came back: it may have landed."""
+    NOT_SENT = 3
+    """Never left the gateway: nothing can have landed."""
 
 
 SUCCESSFUL_OUTCOMES = frozenset({Outcome.ACCEPTED, Outcome.CANCELED, Outcome.ALREADY_CANCELED})
@@ -83,6 +96,22 @@ class UpstreamReply:
     legs: tuple[LegResult, ...]
     body: JsonValue = None
     retry_after: float | None = None
+    delivery: Delivery = Delivery.ANSWERED
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One upstream attempt as the ledger keeps it; `request_id` is the call that made it."""
+
+    number: int
+    delivery: Delivery
+    legs: tuple[LegResult, ...] = ()
+    latency: float = 0.0
+    request_id: str = ""
+
+    @property
+    def may_have_landed(self) -> bool:
+        return self.delivery is Delivery.NO_ANSWER
 
 
 @dataclass(frozen=True)
@@ -101,3 +130,5 @@ class CancelResult:
     replayed: bool = False
     request_id: str = ""
     upstream_response: JsonValue = field(default=None, compare=False)
+    retry_after: float | None = None
+    history: tuple[Attempt, ...] = ()

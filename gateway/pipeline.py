@@ -1,5 +1,15 @@
-"""One CancelJob on a chosen route: attempts within the deadline (retrying what is safe to
-retry), optional confirmation through the upstream's read API, and the envelope.
+"""One CancelJob on a chosen route, in order:
+
+1. idempotency: a keyed call claims its record (or replays the stored envelope, waits for a
+   concurrent duplicate, refuses a reused key);
+2. a key resumed after an attempt that may have landed reads the job first, and does not
+   cancel again unless the read shows the job still running;
+3. attempts within the deadline (`retry_target`), each written to the ledger before it is
+   sent and after it is answered;
+4. the answer read in the light of every attempt (`outcomes.reconcile`), confirmation
+   through the read API when asked, and the envelope;
+5. the record settled: kept when final, freed when nothing can have landed, kept open
+   otherwise.
 
 Knows neither protobuf nor HTTP: it calls the route's adapter through `gateway.upstream`.
 """
@@ -9,19 +19,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from gateway.errors import DeadlineExceeded
+from gateway.config import IdempotencySettings
+from gateway.drain import Drain
+from gateway.errors import (
+    DeadlineExceeded,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyStoreUnavailable,
+    ShuttingDown,
+)
+from gateway.idempotency import Claim, IdempotencyStore, Ledger, StoreError, fingerprint, record_key
 from gateway.jobs import CancelRequest, JobKind
 from gateway.metrics import Metrics
-from gateway.model import CancelResult, LegResult, Outcome, Reason, UpstreamReply
-from gateway.outcomes import circuit_open, envelope
+from gateway.model import Attempt, CancelResult, Delivery, LegResult, Outcome, Reason, UpstreamReply
+from gateway.outcomes import (
+    LOST_BEFORE,
+    SHUTTING_DOWN,
+    circuit_open,
+    confirmed,
+    envelope,
+    needs_confirmation,
+    reconcile,
+)
 from gateway.resilience import Deadline, Permit, backoff_delays, is_outage, worth_retrying
 from gateway.router import Route
 from gateway.upstream import ConfirmState, LegCheck, observing
 
-Sleep = Callable[[float], Awaitable[None]]
+Pause = Callable[[float], Awaitable[bool]]
+"""Sleeps; False when the caller should not go on (the gateway is draining)."""
+
+_DEFAULT_IDEMPOTENCY = IdempotencySettings()
+# A lease outlives one attempt and one backoff pause by this much; every write renews it.
+LEASE_MARGIN = 2.0
 
 
 async def retry_target(
@@ -30,15 +63,15 @@ async def retry_target(
     predicate: Callable[[UpstreamReply], bool],
     delays: Iterable[float],
     deadline: Deadline,
-    sleep: Sleep = asyncio.sleep,
+    pause: Pause,
 ) -> UpstreamReply | None:
     """Makes attempt 1, 2, ... while `predicate` says the reply is worth another one.
 
     Shaped like python-api-core's `retry_target`, but it judges replies, not exceptions:
     an upstream's refusal is an answer here. Between attempts it waits the next of `delays`
-    (the upstream's Retry-After when that is longer) and stops when `delays` runs out or the
-    wait would pass the deadline. An attempt that returns None could not be made (the
-    breaker refused it): the last real reply, if any, stands.
+    (the upstream's Retry-After when that is longer) and stops when `delays` runs out, the
+    wait would pass the deadline, or `pause` says stop. An attempt that returns None could
+    not be made (breaker open, shutting down): the last real reply, if any, stands.
     """
     reply: UpstreamReply | None = None
     pauses = iter(delays)
@@ -49,139 +82,284 @@ async def retry_target(
         if latest is None:
             return reply
         reply = latest
-        pause = next(pauses, None)
-        if pause is None or not predicate(reply):
+        wait = next(pauses, None)
+        if wait is None or not predicate(reply):
             return reply
-        pause = max(pause, reply.retry_after or 0.0)
-        if pause >= deadline.remaining():
+        wait = max(wait, reply.retry_after or 0.0)
+        if wait >= deadline.remaining() or not await pause(wait):
             return reply
-        await sleep(pause)
 
 
 @dataclass
-class _Calls:
-    """What the cancel attempts of one CancelJob added up to."""
+class _Call:
+    """One CancelJob in progress: its attempts (earlier calls' with the same key first)."""
 
+    route: Route
+    request: CancelRequest
+    deadline: Deadline
+    ledger: Ledger
+    history: list[Attempt] = field(default_factory=list)
     attempts: int = 0
     latency: float = 0.0
 
+    @property
+    def job(self) -> JobKind:
+        return self.request.job
+
 
 class Pipeline:
-    def __init__(self, metrics: Metrics, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        drain: Drain | None = None,
+        store: IdempotencyStore | None = None,
+        idempotency: IdempotencySettings = _DEFAULT_IDEMPOTENCY,
+    ) -> None:
         self._metrics = metrics
-        self._sleep = sleep
+        self._drain = drain or Drain()
+        self._store = store
+        self._ttl = idempotency.ttl
+        self._owner = uuid.uuid4().hex  # this process, as a lease holder
 
     async def cancel(
         self, route: Route, request: CancelRequest, deadline: Deadline
     ) -> CancelResult:
+        store = self._store
+        if not request.idempotency_key or store is None:
+            return await self._run(_Call(route, request, deadline, Ledger.unkeyed()))
+        key = record_key(request.caller, request.idempotency_key)
+        lease = route.settings.timeout + route.settings.retry.backoff_max + LEASE_MARGIN
+        claim = await self._claim(store, key, route, request, deadline, lease)
+        if claim.result is not None:
+            self._metrics.idempotent_replays.labels(claim.result.upstream).inc()
+            return replace(claim.result, replayed=True)
+        ledger = Ledger(store, key, owner=self._owner, lease=lease, ttl=self._ttl)
+        ledger.attempts = claim.attempts
+        call = _Call(route, request, deadline, ledger, list(claim.attempts))
+        try:
+            result = await self._run(call)
+        except BaseException:
+            await asyncio.shield(ledger.abandon())
+            raise
+        await ledger.settle(result)
+        return result
+
+    async def _claim(
+        self,
+        store: IdempotencyStore,
+        key: str,
+        route: Route,
+        request: CancelRequest,
+        deadline: Deadline,
+        lease: float,
+    ) -> Claim:
+        """The key's record for this call; waits for a concurrent duplicate to finish."""
+        same = fingerprint(request, route.settings.name)
+        while True:
+            try:
+                claim = await store.claim(
+                    key, fingerprint=same, owner=self._owner, lease=lease, ttl=self._ttl
+                )
+            except StoreError as error:
+                raise IdempotencyStoreUnavailable(
+                    f"the idempotency store cannot be reached: {error}"
+                ) from error
+            if claim.status == "mismatch":
+                raise IdempotencyKeyReused(
+                    "idempotency_key was first used with another request (job, connection "
+                    "or wait_for_confirmation differ); use a new key for a new request"
+                )
+            if claim.status != "busy":
+                return claim
+            if self._drain.began:
+                raise ShuttingDown("gateway shutting down while waiting for the key's first call")
+            wait = deadline.remaining()
+            if wait <= 0:
+                raise IdempotencyKeyInProgress(
+                    "a call with this idempotency_key is still running; ask again later"
+                )
+            try:
+                await store.changed(key, within=min(wait, lease))
+            except StoreError as error:
+                raise IdempotencyStoreUnavailable(str(error)) from error
+
+    async def _run(self, call: _Call) -> CancelResult:
         started = time.monotonic()
-        calls = _Calls()
-        reply = await retry_target(
-            lambda number: self._attempt(route, request.job, calls, deadline),
-            predicate=lambda reply: worth_retrying(reply, route.settings.retry),
-            delays=backoff_delays(route.settings.retry),
-            deadline=deadline,
-            sleep=self._sleep,
-        )
-        if reply is None:
-            result = circuit_open(route.settings.name, route.breaker, request)
-        else:
-            legs = reply.legs
-            if request.wait_for_confirmation and any(
-                leg.outcome is Outcome.ACCEPTED for leg in legs
-            ):
-                legs = await self._confirm(route, request.job, legs, deadline)
-            result = envelope(request, legs, reply, calls.attempts, calls.latency)
+        result = None
+        if any(attempt.may_have_landed for attempt in call.history):
+            result = await self._resume_after_loss(call)
+        if result is None:
+            result = await self._attempts(call)
         self._metrics.job_finished(result, time.monotonic() - started)
         return result
 
-    async def _attempt(
-        self, route: Route, job: JobKind, calls: _Calls, deadline: Deadline
-    ) -> UpstreamReply | None:
-        """One upstream cancel, or None when the breaker refuses it."""
-        async with guarded(route, deadline, f"{job.operation} attempt {calls.attempts + 1}") as (
-            permit
-        ):
+    async def _attempts(self, call: _Call) -> CancelResult:
+        settings = call.route.settings
+        reply = await retry_target(
+            lambda number: self._attempt(call),
+            predicate=lambda reply: worth_retrying(reply, settings.retry),
+            delays=backoff_delays(settings.retry),
+            deadline=call.deadline,
+            pause=self._drain.pause,
+        )
+        if reply is None:
+            if self._drain.began:
+                raise ShuttingDown("gateway shutting down: the upstream was not called")
+            return circuit_open(settings.name, call.route.breaker, call.request, call.history)
+        legs = reconcile(reply.legs, call.history)
+        return await self._finish(call, legs, reply)
+
+    async def _finish(
+        self, call: _Call, legs: tuple[LegResult, ...], reply: UpstreamReply | None
+    ) -> CancelResult:
+        if call.request.wait_for_confirmation and any(needs_confirmation(leg) for leg in legs):
+            legs = await self._confirm(call, legs)
+        return envelope(
+            call.request,
+            legs,
+            reply,
+            attempts=call.attempts,
+            latency=call.latency,
+            history=call.history,
+        )
+
+    async def _attempt(self, call: _Call) -> UpstreamReply | None:
+        """One upstream cancel, or None when it may not be made (breaker, drain)."""
+        job, settings = call.job, call.route.settings
+        doing = f"{job.operation} attempt {call.attempts + 1}"
+        async with guarded(call.route, call.deadline, doing, self._drain) as permit:
             if permit is None:
                 return None
             # The budget is taken after the bulkhead wait, which may have used some of it.
-            timeout = deadline.budget(
-                route.settings.timeout, f"{job.operation} attempt {calls.attempts + 1}"
-            )
-            calls.attempts += 1
-            if calls.attempts > 1:
-                route.metrics.retried(job.operation)
+            timeout = call.deadline.budget(settings.timeout, doing)
+            number = len(call.history) + 1
+            pending = Attempt(number, Delivery.NO_ANSWER, request_id=call.request.request_id)
+            await call.ledger.sending([*call.history, pending])
+            call.attempts += 1
+            if call.attempts > 1:
+                call.route.metrics.retried(job.operation)
             started = time.monotonic()
-            try:
-                with observing(route.metrics):
-                    reply = await route.adapter.cancel(job, timeout=timeout)
-            finally:
-                calls.latency += time.monotonic() - started
-            route.breaker.record(permit, outage=is_outage(reply))
-        if deadline.expired:
+            with observing(call.route.metrics):
+                reply = await call.route.adapter.cancel(job, timeout=timeout)
+            seconds = time.monotonic() - started
+            call.latency += seconds
+            call.history.append(
+                replace(pending, delivery=reply.delivery, legs=reply.legs, latency=seconds)
+            )
+            call.route.breaker.record(permit, outage=is_outage(reply))
+        await call.ledger.answered(call.history)
+        if call.deadline.expired:
             raise DeadlineExceeded(f"the caller's deadline passed during {job.operation}")
         return reply
 
-    async def _confirm(
-        self, route: Route, job: JobKind, legs: tuple[LegResult, ...], deadline: Deadline
-    ) -> tuple[LegResult, ...]:
-        """Polls the upstream's read API until every acknowledged leg is settled or time is up."""
-        settings = route.settings
-        window = Deadline(min(settings.confirm_timeout, deadline.remaining()))
+    async def _resume_after_loss(self, call: _Call) -> CancelResult | None:
+        """A key whose earlier attempt may have landed: read before cancelling again.
+
+        Only a read showing every leg still running proves the lost attempt did not land;
+        then the call goes on as usual (None). Otherwise the legs are CANCELED where the read
+        shows it and UNKNOWN elsewhere, and no cancel is sent again.
+        """
+        checks = await self._read(call)
+        states = [checks.get(leg, _UNREAD).state for leg in call.job.legs]
+        if all(state is ConfirmState.ACTIVE for state in states):
+            return None
+        legs = tuple(
+            confirmed(
+                LegResult(leg, Outcome.UNKNOWN, Reason.UNSPECIFIED, False, detail=LOST_BEFORE),
+                checks.get(leg, _UNREAD),
+            )
+            for leg in call.job.legs
+        )
+        return await self._finish(call, legs, None)
+
+    async def _read(self, call: _Call) -> dict[str, LegCheck]:
+        """One read of the upstream's read API, within a bulkhead slot; nothing when the
+        deadline, the confirmation window or a drain leaves no time for it."""
+        settings = call.route.settings
+        timeout = min(settings.timeout, call.deadline.remaining())
+        if timeout <= 0:
+            return {}
+        await call.ledger.renew()
+        try:
+            async with _slot(call.route, call.deadline, f"reading {call.job.operation}"):
+                with observing(call.route.metrics):
+                    found = await self._drain.unless_draining(
+                        call.route.adapter.confirm(call.job, timeout=timeout)
+                    )
+        except DeadlineExceeded:  # every slot busy for the whole window: no read this time
+            return {}
+        return {check.leg: check for check in found or ()}
+
+    async def _confirm(self, call: _Call, legs: tuple[LegResult, ...]) -> tuple[LegResult, ...]:
+        """Polls the read API until every leg to confirm is settled, the confirmation window
+        is over, or the gateway begins to drain."""
+        settings = call.route.settings
+        window = Deadline(min(settings.confirm_timeout, call.deadline.remaining()))
         checks: dict[str, LegCheck] = {}
         while True:
-            timeout = min(settings.timeout, window.remaining())
-            if timeout > 0:
-                with observing(route.metrics):
-                    found = await route.adapter.confirm(job, timeout=timeout)
-                checks.update({check.leg: check for check in found})
-            states = [
-                checks.get(leg.leg, _UNCHECKED).state
-                for leg in legs
-                if leg.outcome is Outcome.ACCEPTED
-            ]
+            checks.update(await self._read(replace(call, deadline=window)))
+            states = [checks.get(leg.leg, _UNREAD).state for leg in legs if needs_confirmation(leg)]
+            unsettled = {ConfirmState.PENDING, ConfirmState.ACTIVE} & set(states)
             if (
-                ConfirmState.PENDING not in states
+                not unsettled
                 or window.remaining() <= settings.confirm_interval
+                or not await self._drain.pause(settings.confirm_interval)
             ):
-                self._metrics.confirmed(job.upstream, _confirmation(states))
-                return tuple(_confirmed(leg, checks.get(leg.leg, _UNCHECKED)) for leg in legs)
-            await self._sleep(settings.confirm_interval)
+                break
+        if self._drain.began:
+            checks = {leg: _shutting_down(check) for leg, check in checks.items()}
+        self._metrics.confirmed(call.job.upstream, _confirmation(states))
+        fallback = _SHUTTING_DOWN if self._drain.began else _UNREAD
+        return tuple(confirmed(leg, checks.get(leg.leg, fallback)) for leg in legs)
 
 
 @contextlib.asynccontextmanager
-async def guarded(route: Route, deadline: Deadline, doing: str) -> AsyncIterator[Permit | None]:
+async def guarded(
+    route: Route, deadline: Deadline, doing: str, drain: Drain
+) -> AsyncIterator[Permit | None]:
     """Breaker permit + bulkhead slot + in-flight gauge around one upstream attempt.
 
-    Yields None when the breaker refuses the call (nothing is acquired then). The holder
-    records the attempt's result on the breaker; a block left by an exception (deadline,
-    cancellation) abandons the permit, since no answer proves nothing either way.
+    Yields None when no attempt may be made: the breaker refuses, or the gateway began to
+    drain (before the slot, or while waiting for it). The holder records the attempt's
+    result on the breaker; a block left otherwise (None, deadline, cancellation) abandons
+    the permit, since no answer proves nothing either way.
     """
-    permit = route.breaker.allow()
+    permit = None if drain.began else route.breaker.allow()
     if permit is None:
         yield None
         return
     try:
-        await route.bulkhead.acquire(deadline, doing)
-        try:
-            with route.metrics.in_flight():
+        async with _slot(route, deadline, doing):
+            if drain.began:
+                route.breaker.abandon(permit)
+                yield None
+            else:
                 yield permit
-        finally:
-            route.bulkhead.release()
     except BaseException:
         route.breaker.abandon(permit)
         raise
 
 
-_UNCHECKED = LegCheck("", ConfirmState.PENDING, "not confirmed within the confirmation window")
+@contextlib.asynccontextmanager
+async def _slot(route: Route, deadline: Deadline, doing: str) -> AsyncIterator[None]:
+    """One of the connection's `max_in_flight` slots, counted in the in-flight gauge."""
+    await route.bulkhead.acquire(deadline, doing)
+    try:
+        with route.metrics.in_flight():
+            yield
+    finally:
+        route.bulkhead.release()
 
 
-def _confirmed(leg: LegResult, check: LegCheck) -> LegResult:
-    if leg.outcome is not Outcome.ACCEPTED:
-        return leg
+_UNREAD = LegCheck("", ConfirmState.PENDING, "not confirmed within the confirmation window")
+_SHUTTING_DOWN = LegCheck("", ConfirmState.PENDING, SHUTTING_DOWN)
+
+
+def _shutting_down(check: LegCheck) -> LegCheck:
     if check.state is ConfirmState.CONFIRMED:
-        return replace(leg, outcome=Outcome.CANCELED, detail=check.detail)
-    return replace(leg, reason=Reason.NOT_CONFIRMED, detail=check.detail or _UNCHECKED.detail)
+        return check
+    return replace(check, state=ConfirmState.PENDING, detail=f"{SHUTTING_DOWN} ({check.detail})")
 
 
 def _confirmation(states: list[ConfirmState]) -> str:

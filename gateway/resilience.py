@@ -120,6 +120,10 @@ class CircuitBreaker:
     """Closed until `failure_threshold` outages in a row; then open (no calls) for
     `reset_seconds`; then half-open: one trial call decides between closed and open again.
 
+    Every state change starts a new generation, and a result counts only for the generation
+    its permit was issued in: a late answer to a call made before the circuit opened cannot
+    close it again, so `reset_seconds` holds.
+
     Not thread-safe, and needs not be: it lives on the event loop. `state` only reads, so a
     metrics scrape from another thread may call it.
     """
@@ -130,6 +134,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_running = False
+        self._generation = 0
 
     @property
     def state(self) -> CircuitState:
@@ -154,22 +159,28 @@ class CircuitBreaker:
         gets a permit; whoever holds a permit must `record` its result or `abandon` it."""
         state = self.state
         if state is CircuitState.CLOSED:
-            return _ORDINARY
+            return Permit(trial=False, generation=self._generation)
         if state is CircuitState.OPEN or self._trial_running:
             return None
         self._trial_running = True
-        return _TRIAL
+        self._generation += 1  # half-open: from now on only the trial's result counts
+        return Permit(trial=True, generation=self._generation)
 
     def record(self, permit: Permit, outage: bool) -> None:
         """The result of a permitted call: an outage (see `is_outage`) or an answer."""
         if permit.trial:
             self._trial_running = False
+        if permit.generation != self._generation:
+            return  # issued before the last state change: it says nothing about now
         if not outage:
+            if self._opened_at is not None:
+                self._generation += 1
             self._failures, self._opened_at = 0, None
             return
         self._failures += 1
         if permit.trial or self._failures >= self._settings.failure_threshold:
             self._opened_at = self._clock()
+            self._generation += 1
 
     def abandon(self, permit: Permit) -> None:
         """A permitted call ended without an answer (cancelled): it proves nothing either way."""
@@ -179,10 +190,8 @@ class CircuitBreaker:
 
 @dataclass(frozen=True)
 class Permit:
-    """Leave to make one call; only the trial call's permit may settle a half-open circuit's
-    trial, so an ordinary call finishing late cannot let a second trial through."""
+    """Leave to make one call, in the breaker generation it was issued in; only the trial
+    call's permit may settle a half-open circuit."""
 
     trial: bool
-
-
-_ORDINARY, _TRIAL = Permit(trial=False), Permit(trial=True)
+    generation: int

@@ -47,11 +47,12 @@ def sandbox_upstream(upstream: Upstream) -> SandboxUpstream:
 def sandbox_config(
     listen: str, specs: Mapping[str, SandboxUpstream], urls: Mapping[str, str]
 ) -> dict[str, Any]:
-    confirmation = {"confirm_timeout_seconds": 5, "confirm_interval_seconds": 0.2}
+    # The simulators answer on loopback within milliseconds: short timeouts, a short drain.
+    timing = {"timeout_seconds": 2, "confirm_timeout_seconds": 5, "confirm_interval_seconds": 0.2}
     return {
-        "server": {"listen": listen, "shutdown_grace_seconds": 2, "metrics_listen": "127.0.0.1:0"},
+        "server": {"listen": listen, "shutdown_grace_seconds": 3, "metrics_listen": "127.0.0.1:0"},
         "connections": {
-            f"{name}-sandbox": {**spec.connection(urls[name]), **confirmation}
+            f"{name}-sandbox": {**spec.connection(urls[name]), **timing}
             for name, spec in specs.items()
         },
     }

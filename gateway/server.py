@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -17,14 +18,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from adapters import REGISTRY
-from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.config import Config
+from cancellation.v1 import gateway_pb2
+from gateway.config import DRAIN_MARGIN, Config, IdempotencySettings
+from gateway.drain import Drain
+from gateway.idempotency import IdempotencyStore
 from gateway.interceptors import MetricsInterceptor
 from gateway.metrics import Metrics, possible_results
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.router import Router
-from gateway.service import CancellationService
+from gateway.service import CancellationService, rpc_handler
+from stores.memory import MemoryStore
+from stores.redis import RedisStore
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"]
 SERVICE_NAME = SERVICE.full_name
@@ -35,6 +40,31 @@ SERVICES = (
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
 )
 log = logging.getLogger(__name__)
+# In a drain, calls the transport queued before the signal keep arriving for a moment; the
+# gateway answers them itself (UNAVAILABLE) until none came for this long.
+DRAIN_QUIET_SECONDS = 0.1
+
+
+def idempotency_store(settings: IdempotencySettings) -> IdempotencyStore:
+    if settings.store == "redis":
+        return RedisStore(settings.redis_url)
+    return MemoryStore()
+
+
+class DrainAwareHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service, NOT_SERVING from the instant a drain begins (the
+    signal handler sets a flag; the watchers are told through the event loop)."""
+
+    def __init__(self, drain: Drain) -> None:
+        super().__init__()
+        self._drain = drain
+
+    async def Check(  # noqa: N802 - the name is the RPC's
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        if self._drain.began:
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return await super().Check(request, context)
 
 
 def prepare_job_metrics(metrics: Metrics, config: Config, registry: Registry) -> None:
@@ -71,15 +101,19 @@ class GatewayServer:
         }
         self.router = Router(config, connected, operations, self.metrics)
         prepare_job_metrics(self.metrics, config, registry)
-        self.health = health.aio.HealthServicer()
+        self.drain = Drain()
+        self.store = idempotency_store(config.idempotency)
+        pipeline = Pipeline(
+            self.metrics, drain=self.drain, store=self.store, idempotency=config.idempotency
+        )
+        self.health = DrainAwareHealth(self.drain)
         # One process per port: grpc would otherwise share a port already in use, silently.
         self._server = grpc.aio.server(
             interceptors=[MetricsInterceptor(self.metrics, SERVICES)],
             options=[("grpc.so_reuseport", 0)],
         )
-        gateway_pb2_grpc.add_CancellationGatewayServicer_to_server(
-            CancellationService(self.router, Pipeline(self.metrics), registry), self._server
-        )
+        service = CancellationService(self.router, pipeline, registry, self.drain)
+        self._server.add_generic_rpc_handlers((rpc_handler(service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -91,13 +125,16 @@ class GatewayServer:
     async def start(self) -> int:
         """Binds and starts serving (metrics endpoint first, so a gateway never serves
         unobserved); returns the bound gRPC port (useful with port 0)."""
+        self.drain.bind(asyncio.get_running_loop())
         self._serve_metrics()
         listen = self.config.server.listen
         try:
             try:
                 self.port = self._server.add_insecure_port(listen)
             except RuntimeError as error:
-                raise RuntimeError(f"cannot listen on {listen}: the address is in use") from error
+                raise RuntimeError(
+                    f"cannot listen on {listen}: the address is in use, or not this host's"
+                ) from error
             await self._server.start()
         except BaseException:
             await self._stop_metrics()
@@ -107,12 +144,19 @@ class GatewayServer:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish within the grace, then closes.
-        The metrics endpoint goes last, so the drain itself can be scraped."""
+        """Drains, then closes: NOT_SERVING and new calls answered UNAVAILABLE by the gateway
+        from the moment the drain began (the signal, or this call); in-flight calls finish
+        within the grace (no new attempts, no more confirmation polls); then the transport
+        stops. The metrics endpoint goes last, so the drain itself can be scraped."""
+        grace = self.config.server.shutdown_grace if grace is None else grace
+        self.drain.begin()
+        end = (self.drain.begun_at or time.monotonic()) + grace
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(self.config.server.shutdown_grace if grace is None else grace)
+        await self.drain.settled(quiet=DRAIN_QUIET_SECONDS, until=end - DRAIN_MARGIN / 2)
+        await self._server.stop(max(0.0, end - time.monotonic()))
         for route in self.router.routes.values():
             await route.adapter.aclose()
+        await self.store.aclose()
         await self._stop_metrics()
 
     def _serve_metrics(self) -> None:
@@ -140,11 +184,19 @@ class GatewayServer:
     async def serve_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
         """Runs until SIGTERM or SIGINT, then stops gracefully. `ready` runs once the signal
         handlers are in place: announcing readiness earlier lets a quick SIGTERM kill the
-        process instead of draining it."""
+        process instead of draining it.
+
+        The handler is a plain `signal.signal` one, not the event loop's: it runs at the next
+        bytecode however busy the loop is, so the drain takes effect at once under load."""
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int, frame: object) -> None:
+            self.drain.begin()
+            loop.call_soon_threadsafe(stopping.set)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
+            signal.signal(signum, on_signal)
         if ready is not None:
             ready()
         await stopping.wait()

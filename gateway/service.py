@@ -15,31 +15,40 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
+from cancellation.v1 import gateway_pb2
 from gateway import NAME
+from gateway.drain import Drain
 from gateway.errors import (
     DeadlineExceeded,
     FieldViolation,
     GatewayError,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyStoreUnavailable,
     InvalidArgument,
     JobKindNotImplemented,
+    ShuttingDown,
+    UndecodableRequest,
     UnknownConnection,
 )
 from gateway.jobs import CancelRequest, JobKind, job_fields
 from gateway.metrics import label
-from gateway.model import CancelResult, JsonValue, LegResult
+from gateway.model import Attempt, CancelResult, JsonValue, LegResult
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.resilience import Deadline
 from gateway.router import Router
 
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"].full_name
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 _MAX_TEXT = 2048
@@ -54,12 +63,39 @@ STATUS: Mapping[type[GatewayError], tuple[grpc.StatusCode, str]] = {
     UnknownConnection: (grpc.StatusCode.FAILED_PRECONDITION, "UNKNOWN_CONNECTION"),
     JobKindNotImplemented: (grpc.StatusCode.UNIMPLEMENTED, "JOB_KIND_NOT_IMPLEMENTED"),
     DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+    UndecodableRequest: (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST"),
+    IdempotencyKeyReused: (grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED"),
+    IdempotencyKeyInProgress: (grpc.StatusCode.ABORTED, "IDEMPOTENCY_KEY_IN_PROGRESS"),
+    IdempotencyStoreUnavailable: (grpc.StatusCode.UNAVAILABLE, "IDEMPOTENCY_STORE_UNAVAILABLE"),
+    ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
 }
 _INTERNAL = (grpc.StatusCode.INTERNAL, "INTERNAL")
 
 
 def status_of(error: GatewayError) -> tuple[grpc.StatusCode, str]:
     return next((STATUS[c] for c in type(error).__mro__ if c in STATUS), _INTERNAL)
+
+
+def check_job_kinds(registry: Registry) -> None:
+    """Each registered job kind matches the contract: its `job` oneof member exists, and so
+    does each field, optional exactly where the proto field has presence. Checked at start,
+    so a mismatch fails the gateway's start rather than a caller's request."""
+    request = gateway_pb2.CancelJobRequest.DESCRIPTOR
+    members = {f.name: f for f in request.oneofs_by_name["job"].fields}
+    for name, kind in registry.job_kinds.items():
+        member = members.get(name)
+        if member is None or member.message_type is None:
+            raise ValueError(f"{kind.__name__}: the contract has no job member {name!r}")
+        fields = member.message_type.fields_by_name
+        for field in job_fields(kind):
+            declared = fields.get(field.name)
+            if declared is None:
+                raise ValueError(f"{kind.__name__}.{field.name}: not a field of {name}")
+            if declared.has_presence == field.required:
+                raise ValueError(
+                    f"{kind.__name__}.{field.name}: optional (None) exactly when the proto "
+                    "field is `optional`"
+                )
 
 
 def job_from_proto(request: gateway_pb2.CancelJobRequest, registry: Registry) -> JobKind:
@@ -79,6 +115,22 @@ def job_from_proto(request: gateway_pb2.CancelJobRequest, registry: Registry) ->
         return kind(**values)
     except InvalidArgument as invalid:
         raise invalid.under(field) from None
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What the request deserializer hands on when the bytes are no CancelJobRequest: the
+    servicer answers it, so the call is counted and logged like any other, without the
+    traceback grpc would print."""
+
+    size: int
+
+
+def decode_request(data: bytes) -> gateway_pb2.CancelJobRequest | Undecodable:
+    try:
+        return gateway_pb2.CancelJobRequest.FromString(data)
+    except (DecodeError, RecursionError):
+        return Undecodable(len(data))
 
 
 def request_from_proto(
@@ -132,9 +184,24 @@ def _leg_to_proto(leg: LegResult) -> gateway_pb2.LegResult:
     )
 
 
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromTimedelta(timedelta(seconds=seconds))
+    return duration
+
+
+def _attempt_to_proto(attempt: Attempt) -> gateway_pb2.Attempt:
+    return gateway_pb2.Attempt(
+        number=attempt.number,
+        delivery=attempt.delivery.value,  # type: ignore[arg-type]
+        legs=[_leg_to_proto(leg) for leg in attempt.legs],
+        latency=_duration(attempt.latency),
+        request_id=attempt.request_id,
+    )
+
+
 def response_to_proto(result: CancelResult) -> gateway_pb2.CancelJobResponse:
-    latency = duration_pb2.Duration()
-    latency.FromTimedelta(timedelta(seconds=result.upstream_latency))
+    retry_after = None if result.retry_after is None else _duration(result.retry_after)
     return gateway_pb2.CancelJobResponse(
         outcome=result.outcome.value,  # type: ignore[arg-type]
         reason=result.reason.value,  # type: ignore[arg-type]
@@ -144,10 +211,12 @@ def response_to_proto(result: CancelResult) -> gateway_pb2.CancelJobResponse:
         operation=result.operation,
         legs=[_leg_to_proto(leg) for leg in result.legs],
         attempts=result.attempts,
-        upstream_latency=latency,
+        upstream_latency=_duration(result.upstream_latency),
         replayed=result.replayed,
         request_id=result.request_id,
         upstream_response=_struct(result.upstream_response),
+        retry_after=retry_after,
+        attempt_history=[_attempt_to_proto(attempt) for attempt in result.history],
     )
 
 
@@ -203,17 +272,21 @@ def result_fields(result: CancelResult) -> dict[str, object]:
 
 @contextlib.contextmanager
 def call_log(
-    request: gateway_pb2.CancelJobRequest, request_id: str, context: grpc.aio.ServicerContext
+    request: gateway_pb2.CancelJobRequest | Undecodable,
+    request_id: str,
+    context: grpc.aio.ServicerContext,
 ) -> Iterator[dict[str, object]]:
     """The one log line of a CancelJob: the call fills it in; it is written however it ends."""
     started = time.monotonic()
     line: dict[str, object] = {
         "request_id": request_id,
         "caller": context.peer(),
-        "job": request.WhichOneof("job") or "",
-        "connection": request.connection[:_MAX_REQUEST_ID],
+        "job": "",
+        "connection": "",
         "grpc_code": "OK",
     }
+    if not isinstance(request, Undecodable):
+        line.update(job=request.WhichOneof("job") or "", connection=request.connection[:128])
     failure: Exception | None = None
     try:
         yield line
@@ -231,24 +304,46 @@ def call_log(
         log.log(level, "cancel_job", extra=line, exc_info=failure)
 
 
-class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
-    def __init__(self, router: Router, pipeline: Pipeline, registry: Registry) -> None:
+class _EveryFewSeconds:
+    """Lets a warning through at most once per `seconds`, counting what it held back."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._next = 0.0
+        self.held_back = 0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.held_back += 1
+            return False
+        self._next = now + self._seconds
+        return True
+
+
+class CancellationService:
+    def __init__(
+        self, router: Router, pipeline: Pipeline, registry: Registry, drain: Drain
+    ) -> None:
+        check_job_kinds(registry)
         self._router = router
         self._pipeline = pipeline
         self._registry = registry
+        self._drain = drain
+        self._undecodable = _EveryFewSeconds(60.0)
 
     async def CancelJob(  # noqa: N802 - the name is the RPC's
-        self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: gateway_pb2.CancelJobRequest | Undecodable,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.CancelJobResponse:
         request_id = request_id_of(context)
-        await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-        with call_log(request, request_id, context) as line:
+        with self._drain.call(), call_log(request, request_id, context) as line:
             try:
-                cancel = request_from_proto(request, request_id, self._registry)
-                route = self._router.route(cancel.job, cancel.connection)
-                line["connection"] = route.settings.name
-                deadline = Deadline.for_caller(context.time_remaining())
-                result = await self._pipeline.cancel(route, cancel, deadline)
+                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                if self._drain.began:
+                    raise ShuttingDown("gateway shutting down: send the call to another replica")
+                result = await self._cancel(self._decoded(request), request_id, context, line)
             except GatewayError as error:
                 code, reason = status_of(error)
                 line.update(grpc_code=code.name, error_reason=reason, detail=error.message)
@@ -256,3 +351,42 @@ class CancellationService(gateway_pb2_grpc.CancellationGatewayServicer):
                 raise AssertionError("abort_with_status returned") from error  # pragma: no cover
             line.update(result_fields(result))
             return response_to_proto(result)
+
+    async def _cancel(
+        self,
+        request: gateway_pb2.CancelJobRequest,
+        request_id: str,
+        context: grpc.aio.ServicerContext,
+        line: dict[str, object],
+    ) -> CancelResult:
+        cancel = request_from_proto(request, request_id, self._registry)
+        route = self._router.route(cancel.job, cancel.connection)
+        line["connection"] = route.settings.name
+        deadline = Deadline.for_caller(context.time_remaining())
+        return await self._pipeline.cancel(route, cancel, deadline)
+
+    def _decoded(
+        self, request: gateway_pb2.CancelJobRequest | Undecodable
+    ) -> gateway_pb2.CancelJobRequest:
+        if not isinstance(request, Undecodable):
+            return request
+        if self._undecodable.due():
+            log.warning(
+                "request bytes that are no CancelJobRequest",
+                extra={"size": request.size, "since_last_warning": self._undecodable.held_back},
+            )
+            self._undecodable.held_back = 0
+        raise UndecodableRequest(
+            f"the request ({request.size} bytes) does not decode as a CancelJobRequest"
+        )
+
+
+def rpc_handler(service: CancellationService) -> grpc.GenericRpcHandler:
+    """CancelJob with the forgiving deserializer above (the generated registration would
+    let grpc fail undecodable bytes itself: a traceback per call, and no metric)."""
+    method = grpc.unary_unary_rpc_method_handler(
+        service.CancelJob,
+        request_deserializer=decode_request,
+        response_serializer=gateway_pb2.CancelJobResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {"CancelJob": method})

@@ -28,9 +28,16 @@ CodeTable = Mapping[str, Verdict]
 
 
 class ConfirmState(enum.Enum):
+    """What a read API shows of one leg."""
+
     CONFIRMED = "confirmed"
+    """Canceled, or gone where that is what a cancel leaves."""
     PENDING = "pending"
+    """A cancel has reached the upstream and is not finished; or the read could not tell."""
+    ACTIVE = "active"
+    """Still scheduled or running, with no sign of a cancel."""
     REFUTED = "refuted"
+    """Ended some other way (completed, failed): it will not be canceled."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,14 @@ class Adapter(Protocol):
     """One connection to one upstream. One `cancel` is one attempt; the core retries."""
 
     async def cancel(self, job: JobKind, *, timeout: float) -> UpstreamReply:
-        """Always a reply: every failure is mapped through the adapter's code table."""
+        """Always a reply: every failure is mapped through the adapter's code table, and
+        `delivery` says whether the cancel request can have landed (NO_ANSWER when it was
+        sent and no answer that says what happened came back)."""
         ...
 
     async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
-        """What the read API says now; a read that fails leaves the legs PENDING."""
+        """What the read API says now; a read that fails leaves the legs PENDING. Reads
+        change nothing upstream, so the core may abandon one at any point."""
         ...
 
     async def aclose(self) -> None: ...

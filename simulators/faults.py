@@ -9,7 +9,7 @@ from typing import Literal
 
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-FaultKind = Literal["garbage", "empty", "http_status", "rate_limited", "delay", "json"]
+FaultKind = Literal["garbage", "empty", "http_status", "rate_limited", "delay", "late", "json"]
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,12 @@ class Fault:
 
     ``status`` is the code for ``http_status`` (sent with ``payload`` as JSON
     when given, else the status phrase as text); ``seconds`` is the ``delay``
-    length or the ``rate_limited`` Retry-After; ``payload`` is the body of a
-    ``json`` fault. ``auth`` faults hit only login/token endpoints and the
-    others only business endpoints, so a test can break one without the other.
+    length (before the request is handled: nothing happens if the client gives
+    up), the ``late`` length (after it is handled: the job is canceled, and a
+    client that gives up never learns it) or the ``rate_limited`` Retry-After;
+    ``payload`` is the body of a ``json`` fault. ``auth`` faults hit only login/token
+    endpoints and the others only business endpoints, so a test can break one without
+    the other.
     """
 
     kind: FaultKind
@@ -41,31 +44,43 @@ class FaultQueue:
     def inject(self, fault: Fault, times: int = 1) -> None:
         self._pending.extend([fault] * times)
 
-    def hold(self) -> asyncio.Event:
-        """Queues a `delay` that lasts until the returned event is set, not for a time: a test
-        keeps a request in flight exactly as long as it needs to, on any machine."""
+    def hold(self, kind: Literal["delay", "late"] = "delay", times: int = 1) -> asyncio.Event:
+        """Queues a `delay` (or a `late` answer) that lasts until the returned event is set,
+        not for a time: a test keeps a request in flight exactly as long as it needs to, on
+        any machine."""
         release = asyncio.Event()
 
         async def until_released(seconds: float) -> None:
             await release.wait()
 
         self.sleep = until_released
-        self.inject(Fault("delay"))
+        self.inject(Fault(kind), times)
         return release
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    async def intercept(self, *, auth: bool) -> Response | None:
-        """Consume the first fault aimed at this kind of endpoint.
-
-        Returns the response to send instead of the normal answer, or None
-        when the request should proceed (no fault, or a delay that elapsed).
-        """
-        fault = next((f for f in self._pending if f.auth == auth), None)
+    async def answer(self, *, auth: bool, respond: Callable[[], Awaitable[Response]]) -> Response:
+        """The response to a request: `respond()`'s, unless the first fault aimed at this
+        kind of endpoint says otherwise."""
+        fault = self._take(auth)
         if fault is None:
-            return None
-        self._pending.remove(fault)
+            return await respond()
+        if fault.kind == "late":
+            response = await respond()
+            await self.sleep(fault.seconds)
+            return response
+        return await self._faulty(fault) or await respond()
+
+    def _take(self, auth: bool) -> Fault | None:
+        fault = next((f for f in self._pending if f.auth == auth), None)
+        if fault is not None:
+            self._pending.remove(fault)
+        return fault
+
+    async def _faulty(self, fault: Fault) -> Response | None:
+        """The response a fault sends instead of the normal answer, or None when the
+        request should proceed (a delay that elapsed)."""
         match fault.kind:
             case "delay":
                 await self.sleep(fault.seconds)
@@ -82,6 +97,7 @@ class FaultQueue:
                 return self._rate_limited(math.ceil(fault.seconds))
             case "json":
                 return JSONResponse(fault.payload)
+        return None
 
     def _rate_limited(self, retry_after: int) -> Response:
         headers = {"Retry-After": str(retry_after)}

@@ -212,18 +212,20 @@ class KiiexSimulator:
         if handler is None and not is_login:
             return PlainTextResponse("Not Found", 404)
         self.calls[name] += 1
-        if (injected := await self.faults.intercept(auth=is_login)) is not None:
-            return injected
-        body = await _json_body(request)
-        if handler is None:
-            return JSONResponse(self._authenticate(body))
-        if not self._sessions.is_live(request.headers.get(self.token_header)):
-            status = 401 if self.unauthorized_style == "http401" else 200
-            return JSONResponse(_generic(20), status)
-        try:
-            return JSONResponse(handler(body))
-        except _InvalidRequestError as exc:
-            return JSONResponse(_generic(100, str(exc)))
+
+        async def respond() -> Response:
+            body = await _json_body(request)
+            if handler is None:
+                return JSONResponse(self._authenticate(body))
+            if not self._sessions.is_live(request.headers.get(self.token_header)):
+                status = 401 if self.unauthorized_style == "http401" else 200
+                return JSONResponse(_generic(20), status)
+            try:
+                return JSONResponse(handler(body))
+            except _InvalidRequestError as exc:
+                return JSONResponse(_generic(100, str(exc)))
+
+        return await self.faults.answer(auth=is_login, respond=respond)
 
     def _authenticate(self, body: Body) -> Body:
         user_id = self._api_key_user(body) if "APIKey" in body else self._password_user(body)

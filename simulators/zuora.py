@@ -117,8 +117,9 @@ class ZuoraSimulator:
     def _guarded(self, name: str, handler: Callable[[Request], Response]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             self.calls[name] += 1
-            if (injected := await self.faults.intercept(auth=False)) is not None:
-                return injected
+            return await self.faults.answer(auth=False, respond=lambda: respond(request))
+
+        async def respond(request: Request) -> Response:
             if "apiaccesskeyid" in request.headers:
                 entity = {k: v for k, v in request.headers.items() if k in _ENTITY_HEADERS}
                 if len(entity) > 1:
@@ -144,8 +145,9 @@ class ZuoraSimulator:
 
     async def _create_token(self, request: Request) -> Response:
         self.calls["create_token"] += 1
-        if (injected := await self.faults.intercept(auth=True)) is not None:
-            return injected
+        return await self.faults.answer(auth=True, respond=lambda: self._token(request))
+
+    async def _token(self, request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode(errors="replace")))
         expected = {
             "client_id": self.client_id,

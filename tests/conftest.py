@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from gateway.config import Config, parse_config
 from gateway.server import GatewayServer
 from simulators import ManualClock
 from simulators.kiiex import KiiexSimulator
+from tests.redis_server import RedisServer
 
 KIIEX_ENV = {
     "KIIEX_USERNAME": "operator",
@@ -24,6 +26,7 @@ KIIEX_ENV = {
     "ZUORA_CLIENT_SECRET": "sim-secret",
     "ZUORA_USER": "sim-user",
     "ZUORA_PASSWORD": "sim-password",
+    "NON_ASCII": "usér",
 }
 
 
@@ -56,12 +59,14 @@ def zuora_connection(base_url: str | None = "http://zuora.sim", **overrides: Any
 
 
 def make_config(
-    connections: Mapping[str, dict[str, Any]], environ: Mapping[str, str] = KIIEX_ENV
+    connections: Mapping[str, dict[str, Any]],
+    environ: Mapping[str, str] = KIIEX_ENV,
+    **sections: dict[str, Any],
 ) -> Config:
-    data = {
-        "server": {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 1},
-        "connections": dict(connections),
-    }
+    """A config of these connections; other top-level tables (`idempotency`, `server`
+    keys) may be given by name."""
+    server = {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 10, **sections.pop("server", {})}
+    data = {"server": server, "connections": dict(connections), **sections}
     return parse_config(data, environ, REGISTRY.option_parsers)
 
 
@@ -118,3 +123,12 @@ def refused_url() -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for this test alone."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -40,6 +40,11 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     OUTCOME_PARTIAL: _Outcome.ValueType  # 4
     """Some legs succeeded and some failed."""
     OUTCOME_FAILED: _Outcome.ValueType  # 5
+    OUTCOME_UNKNOWN: _Outcome.ValueType  # 6
+    """The gateway cannot tell whether the job was canceled: an attempt whose answer
+    was lost may have canceled it, and what the upstream says now fits either
+    case. Not retryable as is: ask again with wait_for_confirmation.
+    """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -52,7 +57,38 @@ OUTCOME_ALREADY_CANCELED: Outcome.ValueType  # 3
 OUTCOME_PARTIAL: Outcome.ValueType  # 4
 """Some legs succeeded and some failed."""
 OUTCOME_FAILED: Outcome.ValueType  # 5
+OUTCOME_UNKNOWN: Outcome.ValueType  # 6
+"""The gateway cannot tell whether the job was canceled: an attempt whose answer
+was lost may have canceled it, and what the upstream says now fits either
+case. Not retryable as is: ask again with wait_for_confirmation.
+"""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+class _Delivery:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delivery.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_UNSPECIFIED: _Delivery.ValueType  # 0
+    DELIVERY_ANSWERED: _Delivery.ValueType  # 1
+    """The upstream answered, and the answer says what it did."""
+    DELIVERY_NO_ANSWER: _Delivery.ValueType  # 2
+    """Sent (or possibly sent), and no readable answer came back: it may have landed."""
+    DELIVERY_NOT_SENT: _Delivery.ValueType  # 3
+    """Never left the gateway (login failed, connection refused, shutting down)."""
+
+class Delivery(_Delivery, metaclass=_DeliveryEnumTypeWrapper):
+    """What became of one upstream attempt's request."""
+
+DELIVERY_UNSPECIFIED: Delivery.ValueType  # 0
+DELIVERY_ANSWERED: Delivery.ValueType  # 1
+"""The upstream answered, and the answer says what it did."""
+DELIVERY_NO_ANSWER: Delivery.ValueType  # 2
+"""Sent (or possibly sent), and no readable answer came back: it may have landed."""
+DELIVERY_NOT_SENT: Delivery.ValueType  # 3
+"""Never left the gateway (login failed, connection refused, shutting down)."""
+Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
 
 class _Reason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -100,7 +136,10 @@ class CancelJobRequest(_message.Message):
     WAIT_FOR_CONFIRMATION_FIELD_NUMBER: _builtins.int
     CONNECTION_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
-    """Reserved for idempotent replays; accepted but not yet acted on."""
+    """The same key with the same request answers the stored envelope again
+    (`replayed` set) without calling the upstream; with another request it is
+    INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED. See README, "Idempotency".
+    """
     wait_for_confirmation: _builtins.bool
     """Poll the upstream's read API until the cancel is confirmed."""
     connection: _builtins.str
@@ -267,6 +306,8 @@ class CancelJobResponse(_message.Message):
     REPLAYED_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     UPSTREAM_RESPONSE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     reason: Global___Reason.ValueType
     retryable: _builtins.bool
@@ -286,6 +327,18 @@ class CancelJobResponse(_message.Message):
     def upstream_response(self) -> _struct_pb2.Struct:
         """The raw upstream body with secrets removed."""
 
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """The delay the upstream asked for (Retry-After on 429 / 503), when it gave one
+        and the gateway did not wait it out.
+        """
+
+    @_builtins.property
+    def attempt_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Every upstream attempt made for this request, oldest first, including those
+        of earlier calls with the same idempotency_key (their request_id differs).
+        """
+
     def __init__(
         self,
         *,
@@ -301,11 +354,51 @@ class CancelJobResponse(_message.Message):
         replayed: _builtins.bool = ...,
         request_id: _builtins.str = ...,
         upstream_response: _struct_pb2.Struct | None = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+        attempt_history: _abc.Iterable[Global___Attempt] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after", "upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "legs", b"legs", "message", b"message", "operation", b"operation", "outcome", b"outcome", "reason", b"reason", "replayed", b"replayed", "request_id", b"request_id", "retryable", b"retryable", "upstream", b"upstream", "upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "legs", b"legs", "message", b"message", "operation", b"operation", "outcome", b"outcome", "reason", b"reason", "replayed", b"replayed", "request_id", b"request_id", "retry_after", b"retry_after", "retryable", b"retryable", "upstream", b"upstream", "upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
+
+@_typing.final
+class Attempt(_message.Message):
+    """One upstream attempt and what it got."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    LEGS_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    delivery: Global___Delivery.ValueType
+    request_id: _builtins.str
+    """The request_id of the call that made the attempt."""
+    @_builtins.property
+    def legs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LegResult]:
+        """Each leg as that attempt's answer left it; empty when there was no answer."""
+
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        delivery: Global___Delivery.ValueType = ...,
+        legs: _abc.Iterable[Global___LegResult] | None = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery", b"delivery", "latency", b"latency", "legs", b"legs", "number", b"number", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attempt: _TypeAlias = Attempt  # noqa: Y015

@@ -60,7 +60,10 @@ def _env_names(table: dict[str, Any]) -> set[str]:
 
 def _config() -> Config:
     data = tomllib.loads(CONFIG_TOML)
-    dummy = {name: f"dummy-{name.lower()}" for name in _env_names(data)}
+    dummy = {
+        name: "redis://redis:6379/0" if name.endswith("REDIS_URL") else f"dummy-{name.lower()}"
+        for name in _env_names(data)
+    }
     return parse_config(data, dummy, REGISTRY.option_parsers)
 
 

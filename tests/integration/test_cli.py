@@ -138,3 +138,18 @@ async def test_sandbox_on_a_port_in_use_fails_naming_the_address(
     assert code == 1
     assert f"cannot listen on {taken}" in err
     assert "CancelJob" not in out  # no banner: it never served
+
+
+async def test_cancel_with_an_idempotency_key_replays_the_second_time(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    target = _target(sandbox_process[1])
+    run = re.search(r"(zuora-run \S+)\n", sandbox_process[1])
+    assert run is not None
+    argv = ("cancel", "--target", target, "--idempotency-key", "cli-key", *run.group(1).split())
+    first, again = await _run(*argv), await _run(*argv)
+    assert first[0] == again[0] == 0
+    assert first[1].startswith("CANCELED")
+    assert "replayed=False" in first[1]
+    assert again[1].startswith("CANCELED")
+    assert "replayed=True" in again[1]

@@ -175,17 +175,21 @@ async def test_unreachable_upstream_is_failed_unavailable_and_retryable(
     assert response.attempts == 3  # the configured max_attempts, all spent
 
 
-async def test_garbage_body_is_bad_upstream_response(
+async def test_a_garbage_200_is_a_bad_answer_that_may_have_landed(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
     kiiex_sim.faults.inject(Fault("garbage"))
     response = await stub.CancelJob(_report(kiiex_sim.add_report()))
-    assert (response.outcome, response.reason, response.attempts) == (
-        pb.OUTCOME_FAILED,
+    # A 200 that cannot be read does not say the cancel was not applied: UNKNOWN, not FAILED.
+    assert (response.outcome, response.reason, response.attempts, response.retryable) == (
+        pb.OUTCOME_UNKNOWN,
         pb.REASON_BAD_UPSTREAM_RESPONSE,
         1,
+        False,
     )
+    assert [a.delivery for a in response.attempt_history] == [pb.DELIVERY_NO_ANSWER]
+    assert "wait_for_confirmation" in response.message
     assert "upstream exploded" in response.upstream_response["text"]
 
 
@@ -277,3 +281,24 @@ async def test_stop_lets_the_in_flight_call_finish(
     response = await call
     await stopping
     assert response.outcome == pb.OUTCOME_ACCEPTED
+
+
+async def test_an_attempt_never_waits_for_an_http_connection(
+    start_gateway: Callable[..., Any], kiiex_http: LoopbackServer, kiiex_sim: KiiexSimulator
+) -> None:
+    """pool_size is what stays open; a call holding one of max_in_flight slots gets a
+    connection at once, so a slow neighbour cannot use up its attempt's timeout."""
+    connection = kiiex_connection(kiiex_http.url, timeout_seconds=0.5, pool_size=1, max_in_flight=2)
+    stub, _ = await start_gateway(make_config({"k": connection}))
+    await stub.CancelJob(_report(kiiex_sim.add_report()))  # logged in, one connection kept
+    release = kiiex_sim.faults.hold()
+    slow = asyncio.ensure_future(stub.CancelJob(_report(kiiex_sim.add_report())))
+    for _ in range(200):
+        if kiiex_sim.calls["CancelUserReport"] == 2:
+            break
+        await asyncio.sleep(0.01)
+    quick = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    release.set()
+    await slow
+    assert (quick.outcome, quick.attempts) == (pb.OUTCOME_ACCEPTED, 1)
+    assert [a.delivery for a in quick.attempt_history] == [pb.DELIVERY_ANSWERED]

@@ -36,6 +36,7 @@ from tests.deploy.tools import (
     metric_names,
     promtool,
 )
+from tests.grpc_helpers import rich_error
 
 pb = gateway_pb2
 Stub = gateway_pb2_grpc.CancellationGatewayStub
@@ -367,7 +368,7 @@ async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
     kiiex_sim: KiiexSimulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*args: object) -> object:
+    def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("bug in the core")
 
     monkeypatch.setattr("gateway.pipeline.envelope", broken)
@@ -442,3 +443,26 @@ async def test_a_taken_metrics_port_fails_the_start_naming_it() -> None:
         with pytest.raises(RuntimeError, match=f"cannot serve metrics on {address}"):
             await server.start()
         await server.stop(grace=0)
+
+
+async def test_undecodable_request_bytes_are_answered_counted_and_warned_once(
+    observed: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = await scrape(observed.server)
+    port = observed.server.port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        raw = channel.unary_unary(f"/{GATEWAY}/CancelJob")  # bytes in, bytes out
+        errors = []
+        for garbage in (b"\xff\xff\xff\xff", b"\x0a\x05\x0a\x03abc\xff", b"\x80" * 20):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await raw(garbage)
+            errors.append(rich_error(raised.value))
+    assert {(e.code, e.info.reason) for e in errors} == {
+        (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST")
+    }
+    handled = series("grpc_server_handled_total", grpc_type="unary", grpc_service=GATEWAY,
+                     grpc_method="CancelJob", grpc_code="InvalidArgument")  # fmt: skip
+    assert moved(before, await scrape(observed.server))[handled] == 3
+    warnings = [r for r in caplog.records if "no CancelJobRequest" in r.getMessage()]
+    assert len(warnings) == 1, "one rate-limited warning, not one per call"
+    assert not any(r.exc_info for r in caplog.records), "no traceback"

@@ -286,3 +286,39 @@ async def test_a_cancelled_trial_does_not_wedge_the_circuit(fake_clock: FakeCloc
         await trial
     adapter.block = None
     assert (await _cancel(router)).outcome is Outcome.ACCEPTED
+
+
+def test_a_late_success_from_before_the_circuit_opened_does_not_close_it(
+    breaker: CircuitBreaker, fake_clock: FakeClock
+) -> None:
+    early = breaker.allow()  # issued while closed, answered after the circuit opened
+    assert early is not None
+    for _ in range(3):
+        permit = breaker.allow()
+        assert permit is not None
+        breaker.record(permit, outage=True)
+    assert _state(breaker) is CircuitState.OPEN
+    breaker.record(early, outage=False)
+    assert _state(breaker) is CircuitState.OPEN, "reset_seconds must hold"
+    fake_clock.now += 30.0
+    trial = breaker.allow()
+    assert trial is not None
+    breaker.record(early, outage=False)  # still of the old generation: ignored
+    assert breaker.allow() is None, "the trial is still the only call"
+    breaker.record(trial, outage=False)
+    assert _state(breaker) is CircuitState.CLOSED
+
+
+def test_a_late_outage_from_before_a_recovery_does_not_count(breaker: CircuitBreaker) -> None:
+    stale = [breaker.allow() for _ in range(3)]
+    for permit in stale[:2]:
+        assert permit is not None
+        breaker.record(permit, outage=True)
+    permit = breaker.allow()
+    assert permit is not None
+    breaker.record(permit, outage=True)  # the third: open
+    assert _state(breaker) is CircuitState.OPEN
+    last = stale[2]
+    assert last is not None
+    breaker.record(last, outage=True)
+    assert breaker.consecutive_failures == 3, "a result of an older generation is not counted"

@@ -14,6 +14,7 @@ from adapters.kiiex import KiiexOptions, PasswordLogin
 from gateway.config import (
     Config,
     ConfigError,
+    IdempotencySettings,
     RetrySettings,
     ServerSettings,
     load_config,
@@ -79,11 +80,11 @@ def test_valid_config_loads_into_frozen_objects_with_defaults() -> None:
 def test_explicit_values_override_defaults() -> None:
     config = _parse(
         {"main": _minimal(timeout_seconds=1.5, pool_size=2, retry={"max_attempts": 5})},
-        server={"listen": "0.0.0.0:6000", "shutdown_grace_seconds": 1},
+        server={"listen": "0.0.0.0:6000", "shutdown_grace_seconds": 3},
     )
     conn = config.connections["main"]
     assert (conn.timeout, conn.pool_size, conn.retry.max_attempts) == (1.5, 2, 5)
-    assert config.server == ServerSettings(listen="0.0.0.0:6000", shutdown_grace=1.0)
+    assert config.server == ServerSettings(listen="0.0.0.0:6000", shutdown_grace=3.0)
 
 
 def test_missing_upstream_names_the_key() -> None:
@@ -268,3 +269,47 @@ def test_example_config_parses() -> None:
         REPO_ROOT / "config" / "example.toml", _AnySecret(), REGISTRY.option_parsers
     )
     assert config.connections
+
+
+def test_idempotency_defaults_to_memory_for_a_day() -> None:
+    assert _parse().idempotency == IdempotencySettings(store="memory", redis_url="", ttl=86400.0)
+
+
+def test_redis_url_comes_from_the_named_variable() -> None:
+    environ = {**KIIEX_ENV, "MY_REDIS": "redis://127.0.0.1:6380/2"}
+    config = _parse(
+        environ=environ,
+        idempotency={"store": "redis", "redis_url_env": "MY_REDIS", "ttl_seconds": 60},
+    )
+    assert config.idempotency == IdempotencySettings("redis", "redis://127.0.0.1:6380/2", 60.0)
+    default = _parse(
+        environ={**KIIEX_ENV, "CANCELGW_REDIS_URL": "rediss://r:1"}, idempotency={"store": "redis"}
+    )
+    assert default.idempotency.redis_url == "rediss://r:1"
+
+
+@pytest.mark.parametrize(
+    ("idempotency", "environ", "message"),
+    [
+        ({"store": "disk"}, {}, "idempotency.store: must be one of ['memory', 'redis']"),
+        ({"store": "redis"}, {}, "idempotency.redis_url_env: environment variable "
+                                 "CANCELGW_REDIS_URL is not set"),
+        ({"store": "redis"}, {"CANCELGW_REDIS_URL": "http://x"}, "must hold a redis://"),
+        ({"ttl_seconds": 0}, {}, "idempotency.ttl_seconds: must be a positive"),
+        ({"stor": "memory"}, {}, "idempotency.stor: unknown key"),
+    ],
+)  # fmt: skip
+def test_bad_idempotency_settings_name_the_key(
+    idempotency: dict[str, Any], environ: dict[str, str], message: str
+) -> None:
+    assert message in _error(environ={**KIIEX_ENV, **environ}, idempotency=idempotency)
+
+
+def test_a_timeout_that_cannot_finish_in_the_drain_is_refused() -> None:
+    error = _error({"slow": _minimal(timeout_seconds=9.5)}, server={"shutdown_grace_seconds": 10})
+    assert error.startswith("connections.slow.timeout_seconds: 9.5s does not fit in server.")
+
+
+def test_a_pool_larger_than_the_bulkhead_is_refused() -> None:
+    error = _error({"k": _minimal(pool_size=40, max_in_flight=32)})
+    assert error.startswith("connections.k.pool_size: keeps 40 connections open")

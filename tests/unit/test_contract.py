@@ -51,7 +51,9 @@ FIXED_FIELDS = {
                   "upstream_message": 6, "detail": 7},
     "CancelJobResponse": {"outcome": 1, "reason": 2, "retryable": 3, "message": 4, "upstream": 5,
                           "operation": 6, "legs": 7, "attempts": 8, "upstream_latency": 9,
-                          "replayed": 10, "request_id": 11, "upstream_response": 12},
+                          "replayed": 10, "request_id": 11, "upstream_response": 12,
+                          "retry_after": 13, "attempt_history": 14},
+    "Attempt": {"number": 1, "delivery": 2, "legs": 3, "latency": 4, "request_id": 5},
 }  # fmt: skip
 
 
@@ -64,16 +66,23 @@ def test_contract_fields_keep_their_names_and_numbers(message: str) -> None:
 def test_contract_enums_keep_their_values() -> None:
     outcomes = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Outcome"])
     reasons = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Reason"])
-    assert list(outcomes.values()) == list(range(6))
+    assert list(outcomes.values()) == list(range(7))
     assert list(reasons.values()) == list(range(12))
     assert outcomes["OUTCOME_PARTIAL"] == 4
+    assert outcomes["OUTCOME_UNKNOWN"] == 6
     assert reasons["REASON_NOT_CONFIRMED"] == 11
+    deliveries = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Delivery"])
+    assert deliveries == {"DELIVERY_UNSPECIFIED": 0, "DELIVERY_ANSWERED": 1,
+                          "DELIVERY_NO_ANSWER": 2, "DELIVERY_NOT_SENT": 3}  # fmt: skip
 
 
 def test_model_enums_mirror_the_proto() -> None:
-    from gateway.model import Outcome, Reason
+    from gateway.model import Delivery, Outcome, Reason
 
     assert {f"OUTCOME_{o.name}": o.value for o in Outcome} == _values(
         gateway_pb2.Outcome.DESCRIPTOR
     )
     assert {f"REASON_{r.name}": r.value for r in Reason} == _values(gateway_pb2.Reason.DESCRIPTOR)
+    assert {f"DELIVERY_{d.name}": d.value for d in Delivery} == _values(
+        gateway_pb2.Delivery.DESCRIPTOR
+    )

@@ -1,11 +1,13 @@
-"""Aggregation of legs into one envelope: ACCEPTED, PARTIAL, FAILED and the reason shown."""
+"""Legs into one envelope: ACCEPTED, PARTIAL, FAILED, UNKNOWN and the reason shown; what a
+lost answer does to later answers; what confirmation may claim."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.model import LegResult, Outcome, Reason
-from gateway.outcomes import aggregate, describe
+from gateway.model import Attempt, Delivery, LegResult, Outcome, Reason
+from gateway.outcomes import aggregate, confirmed, describe, reconcile
+from gateway.upstream import ConfirmState, LegCheck
 
 
 def _leg(
@@ -143,3 +145,85 @@ def test_describe_notes_an_unconfirmed_success() -> None:
     text = describe("kiiex", Outcome.ACCEPTED, legs)
     assert "kiiex acknowledged the cancel" in text
     assert "report: not_confirmed" in text
+
+
+# --- what a lost answer does to the legs (gateway.outcomes.reconcile) ---
+
+LOST = Attempt(1, Delivery.NO_ANSWER)
+ANSWERED = Attempt(2, Delivery.ANSWERED)
+NOT_SENT = Attempt(1, Delivery.NOT_SENT)
+
+
+@pytest.mark.parametrize(
+    "leg",
+    [_leg(Outcome.FAILED, Reason.NOT_FOUND), _leg(Outcome.ALREADY_CANCELED)],
+    ids=["not found", "already canceled"],
+)
+def test_after_a_lost_answer_what_fits_either_case_is_unknown(leg: LegResult) -> None:
+    (seen,) = reconcile([leg], [LOST, ANSWERED])
+    assert (seen.outcome, seen.reason, seen.retryable) == (Outcome.UNKNOWN, leg.reason, False)
+    assert "may have canceled" in seen.detail
+
+
+@pytest.mark.parametrize(
+    "leg",
+    [
+        _leg(Outcome.ACCEPTED),
+        _leg(Outcome.CANCELED),
+        _leg(Outcome.FAILED, Reason.UPSTREAM_ERROR, retryable=True),
+        _leg(Outcome.FAILED, Reason.INVALID_REQUEST),
+    ],
+)
+def test_after_a_lost_answer_a_telling_answer_stands(leg: LegResult) -> None:
+    assert reconcile([leg], [LOST, ANSWERED]) == (leg,)
+
+
+def test_without_a_lost_answer_nothing_changes() -> None:
+    legs = [_leg(Outcome.FAILED, Reason.NOT_FOUND), _leg(Outcome.ALREADY_CANCELED, leg="ask")]
+    assert reconcile(legs, [NOT_SENT, ANSWERED]) == tuple(legs)
+
+
+def test_a_failure_of_the_lost_attempt_itself_says_nothing_of_the_job() -> None:
+    leg = _leg(Outcome.FAILED, Reason.TIMEOUT, retryable=True)
+    (seen,) = reconcile([leg], [LOST])
+    assert (seen.outcome, seen.reason, seen.retryable) == (Outcome.UNKNOWN, Reason.TIMEOUT, False)
+
+
+def test_any_unknown_leg_makes_the_job_unknown_unless_it_is_partial() -> None:
+    unknown = _leg(Outcome.UNKNOWN, Reason.NOT_FOUND, leg="bid")
+    assert aggregate([unknown, _leg(Outcome.ACCEPTED, leg="ask")]) == (
+        Outcome.UNKNOWN, Reason.NOT_FOUND, False
+    )  # fmt: skip
+    failed = _leg(Outcome.FAILED, Reason.OPERATION_FAILED, leg="ask")
+    assert aggregate([unknown, failed])[0] is Outcome.UNKNOWN
+    three = [unknown, failed, _leg(Outcome.ACCEPTED, leg="x")]
+    assert aggregate(three) == (Outcome.PARTIAL, Reason.OPERATION_FAILED, False)
+
+
+@pytest.mark.parametrize(
+    ("before", "state", "after"),
+    [
+        (Outcome.ACCEPTED, ConfirmState.CONFIRMED, (Outcome.CANCELED, Reason.UNSPECIFIED)),
+        (Outcome.ACCEPTED, ConfirmState.ACTIVE, (Outcome.ACCEPTED, Reason.NOT_CONFIRMED)),
+        (Outcome.ACCEPTED, ConfirmState.REFUTED, (Outcome.ACCEPTED, Reason.NOT_CONFIRMED)),
+        (Outcome.UNKNOWN, ConfirmState.CONFIRMED, (Outcome.CANCELED, Reason.UNSPECIFIED)),
+        (Outcome.UNKNOWN, ConfirmState.PENDING, (Outcome.UNKNOWN, Reason.NOT_FOUND)),
+        (Outcome.UNKNOWN, ConfirmState.REFUTED, (Outcome.UNKNOWN, Reason.NOT_FOUND)),
+    ],
+)
+def test_only_the_read_api_turns_a_leg_canceled(
+    before: Outcome, state: ConfirmState, after: tuple[Outcome, Reason]
+) -> None:
+    leg = _leg(before, Reason.NOT_FOUND if before is Outcome.UNKNOWN else Reason.UNSPECIFIED)
+    seen = confirmed(leg, LegCheck("report", state, "RequestStatus X"))
+    assert (seen.outcome, seen.reason) == after
+    assert "RequestStatus X" in seen.detail
+
+
+def test_a_failure_after_a_lost_answer_does_not_say_it_did_not_cancel() -> None:
+    legs = [_leg(Outcome.FAILED, Reason.UPSTREAM_ERROR, retryable=True)]
+    plain = describe("kiiex", Outcome.FAILED, legs)
+    lost = describe("kiiex", Outcome.FAILED, legs, lost=True)
+    assert plain.startswith("kiiex did not cancel the job")
+    assert "did not cancel" not in lost
+    assert "may have applied it" in lost

@@ -132,8 +132,9 @@ class _Script:
         self.made.append(number)
         return self.replies.pop(0)
 
-    async def sleep(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> bool:
         self.pauses.append(seconds)
+        return True
 
 
 async def _run(script: _Script, delays: list[float], deadline: Deadline) -> UpstreamReply | None:
@@ -142,7 +143,7 @@ async def _run(script: _Script, delays: list[float], deadline: Deadline) -> Upst
         predicate=lambda reply: worth_retrying(reply, SETTINGS),
         delays=delays,
         deadline=deadline,
-        sleep=script.sleep,
+        pause=script.pause,
     )
 
 

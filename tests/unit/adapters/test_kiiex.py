@@ -255,7 +255,7 @@ async def test_quote_confirmation_reads_open_quotes(
     before = await adapter.confirm(job, timeout=5.0)
     await adapter.cancel(job, timeout=5.0)
     after = await adapter.confirm(job, timeout=5.0)
-    assert [check.state for check in before] == [ConfirmState.PENDING, ConfirmState.PENDING]
+    assert [check.state for check in before] == [ConfirmState.ACTIVE, ConfirmState.ACTIVE]
     assert [check.state for check in after] == [ConfirmState.CONFIRMED, ConfirmState.CONFIRMED]
 
 

@@ -206,15 +206,25 @@ def test_bad_zuora_options_name_the_key(overrides: dict[str, Any], message: str)
         make_config({"z": zuora_connection(**overrides)})
 
 
-@pytest.mark.parametrize(("status", "code"), [(503, 50000077), (500, 12345678), (502, "x")])
+@pytest.mark.parametrize(
+    ("status", "code", "shown"),
+    [
+        (503, 50000077, "50000077"),
+        (500, 12345678, "12345678"),
+        (502, "x", "HTTP 502"),  # no code at all: the status is what is shown
+        (503, True, "HTTP 503"),
+        (503, -50000040, "HTTP 503"),
+        (503, "ERR40", "HTTP 503"),
+    ],
+)
 async def test_an_undocumented_category_says_no_more_than_the_status(
-    adapter: ZuoraAdapter, zuora_sim: ZuoraSimulator, status: int, code: object
+    adapter: ZuoraAdapter, zuora_sim: ZuoraSimulator, status: int, code: object, shown: str
 ) -> None:
     body = {"success": False, "reasons": [{"code": code, "message": "odd"}]}
     zuora_sim.faults.inject(Fault("http_status", status=status, payload=body))
     (leg,) = (await _cancel(adapter, zuora_sim.add_run())).legs
     assert (leg.outcome, leg.reason, leg.retryable) == (Outcome.FAILED, Reason.UPSTREAM_ERROR, True)
-    assert leg.upstream_code == str(code)
+    assert leg.upstream_code == shown
 
 
 async def test_a_documented_category_wins_over_the_status(
@@ -293,6 +303,11 @@ def test_every_data_center_has_a_rest_and_a_zconnect_preset(center: str) -> None
         ({"api_access_key_id_env": "ZUORA_USER"}, "give either client_id_env"),
         ({**LEGACY, "entity_id": "a", "entity_name": "b"}, "entity_id or entity_name, not both"),
         ({**LEGACY, "api_secret_access_key_env": "UNSET"}, "UNSET is not set"),
+        ({**LEGACY, "entity_name": "Amérique du Nord"}, "entity_name: must be printable ASCII"),
+        ({**LEGACY, "entity_id": "a\nb"}, "entity_id: must be printable ASCII"),
+        ({**LEGACY, "entity_ids": "e1"}, "connections.z.entity_ids: unknown key"),
+        ({"entity_ids": "é"}, "entity_ids: must be printable ASCII"),
+        ({**LEGACY, "api_access_key_id_env": "NON_ASCII"}, "api_access_key_id_env: must be"),
     ],
 )
 def test_credential_families_are_checked_against_the_host(
