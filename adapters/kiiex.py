@@ -38,6 +38,7 @@ from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import JobKind, KiiexQuote, KiiexUserReport
 from gateway.model import Delivery, JsonValue, LegResult, Outcome, Reason, UpstreamReply, Verdict
+from gateway.secrets import SECRETS
 from gateway.upstream import CodeTable, ConfirmState, LegCheck, Upstream
 
 NOT_AUTHORIZED = "20"
@@ -299,6 +300,7 @@ class KiiexAdapter:
             raise _login_refusal(body, self._options.token_field)
         # A token goes into a header: anything but printable ASCII could not be sent (and an
         # error quoting it would leak it).
+        SECRETS.issued(token)  # from now on scrubbed, even if unusable
         if not (token.isascii() and token.isprintable()):
             raise UpstreamFailure(UNREADABLE, "AuthenticateUser: the session token is unusable")
         user = body.get("User")

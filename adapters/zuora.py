@@ -33,6 +33,7 @@ from adapters.sessions import SharedLogin
 from gateway.config import ConfigError, ConnectionSettings, Table
 from gateway.jobs import JobKind, ZuoraReportRun
 from gateway.model import Delivery, JsonValue, Outcome, Reason, UpstreamReply, Verdict
+from gateway.secrets import SECRETS
 from gateway.upstream import CodeTable, ConfirmState, LegCheck, Upstream
 
 LEG = "report_run"
@@ -405,6 +406,7 @@ class ZuoraAdapter:
         lifetime = body.get("expires_in") if isinstance(body, dict) else None
         if not isinstance(token, str) or not isinstance(lifetime, int | float):
             raise UpstreamFailure(UNREADABLE, "oauth/token: no access_token/expires_in")
+        SECRETS.issued(token)  # from now on scrubbed, even if unusable
         if not (token.isascii() and token.isprintable()):  # it goes into a header
             raise UpstreamFailure(UNREADABLE, "oauth/token: the access token is unusable")
         refresh_in = max(0.0, float(lifetime) - client.refresh_margin)

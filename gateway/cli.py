@@ -48,8 +48,9 @@ def command_line(job: JobKind) -> str:
 
 # Options of `cancel` itself: a job field by one of these names would shadow it.
 _CANCEL_OPTIONS = frozenset(
-    {"target", "json", "connection", "confirm", "timeout", "idempotency_key", "kind", "job"}
-)
+    {"target", "json", "connection", "confirm", "timeout", "idempotency_key", "kind", "job",
+     "ca", "cert", "key", "token_env"}
+)  # fmt: skip
 
 
 def _add_job_commands(jobs: argparse._SubParsersAction[Any], registry: Registry) -> None:
@@ -83,6 +84,14 @@ def _parser(registry: Registry) -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", help="call CancelJob and print the envelope")
     cancel.add_argument("--target", default=DEFAULT_TARGET)
+    cancel.add_argument("--ca", type=Path, help="CA certificate (PEM): connect with TLS")
+    cancel.add_argument("--cert", type=Path, help="client certificate (PEM), for mTLS")
+    cancel.add_argument("--key", type=Path, help="client private key (PEM), for mTLS")
+    cancel.add_argument(
+        "--token-env",
+        default="CANCELGW_TOKEN",
+        help="environment variable holding the bearer token (sent when set)",
+    )
     cancel.add_argument("--json", action="store_true", help="print the response as JSON")
     cancel.add_argument("--connection", default="")
     cancel.add_argument("--confirm", action="store_true", help="wait for confirmation")
@@ -144,11 +153,29 @@ def _print_error(error: grpc.RpcError) -> None:
                 print(f"  {violation.field}: {violation.description}", file=sys.stderr)
 
 
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """TLS when a CA or a client certificate is given (the system's roots without --ca)."""
+    if args.ca is None and args.cert is None:
+        return grpc.insecure_channel(args.target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(args.ca),
+        private_key=_read(args.key),
+        certificate_chain=_read(args.cert),
+    )
+    return grpc.secure_channel(args.target, credentials)
+
+
 def _cancel(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.target) as channel:
+    token = os.environ.get(args.token_env, "")
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with _channel(args) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         try:
-            response = stub.CancelJob(_job_request(args), timeout=args.timeout)
+            response = stub.CancelJob(_job_request(args), timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as error:
             _print_error(error)
             return 2
@@ -161,7 +188,7 @@ async def _serve(config_path: Path | None, registry: Registry) -> int:
         print("error: give --config FILE or set CANCELGW_CONFIG", file=sys.stderr)
         return 2
     try:
-        config = load_config(config_path, os.environ, registry.option_parsers)
+        config = load_config(config_path, os.environ, registry.option_parsers, registry.job_kinds)
     except ConfigError as error:
         print(f"error: configuration: {error}", file=sys.stderr)
         return 2

@@ -7,8 +7,9 @@ live in the file; it names the environment variables that hold them.
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,13 +24,22 @@ class ConfigError(Exception):
 
 
 class Table:
-    """A TOML table being read: typed getters that name the key path, and a check for leftovers."""
+    """A TOML table being read: typed getters that name the key path, and a check for leftovers.
+    Every secret read from the environment is noted in `secrets` (shared by the whole file),
+    so the gateway can scrub them from whatever upstream text it passes on."""
 
-    def __init__(self, data: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        environ: Mapping[str, str],
+        secrets: list[str] | None = None,
+    ) -> None:
         self._data = data
         self._path = path
         self._environ = environ
         self._read: set[str] = set()
+        self.secrets: list[str] = [] if secrets is None else secrets
 
     def key(self, name: str) -> str:
         return f"{self._path}.{name}" if self._path else name
@@ -89,14 +99,41 @@ class Table:
         secret = self._environ.get(variable, "")
         if not secret:
             raise ConfigError(f"{self.key(name)}: environment variable {variable} is not set")
+        self.secrets.append(secret)
         return secret
+
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        values = self._get(name, list, list(default))
+        if not all(isinstance(value, str) for value in values):
+            raise ConfigError(f"{self.key(name)}: expected a list of strings, got {values!r}")
+        return tuple(values)
+
+    def file(self, name: str, default: str = "") -> bytes | None:
+        """Reads the file a key names; None when the key is empty."""
+        path = self.string(name, default)
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as error:
+            raise ConfigError(f"{self.key(name)}: cannot read {path}: {error.strerror}") from error
 
     def has(self, name: str) -> bool:
         return name in self._data
 
     def table(self, name: str) -> Table:
         data = self._get(name, dict, {})
-        return Table(data, self.key(name), self._environ)
+        return Table(data, self.key(name), self._environ, self.secrets)
+
+    def array(self, name: str) -> list[Table]:
+        """An array of tables (`[[name]]`), each named by its index (`callers[0].jobs`)."""
+        items = self._get(name, list, [])
+        if not all(isinstance(item, dict) for item in items):
+            raise ConfigError(f"{self.key(name)}: expected [[{name}]] tables")
+        return [
+            Table(item, f"{self.key(name)}[{i}]", self._environ, self.secrets)
+            for i, item in enumerate(items)
+        ]
 
     def tables(self) -> dict[str, Table]:
         """Every sub-table of this table, by name."""
@@ -145,13 +182,41 @@ LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """The gRPC port's certificate and key (PEM); with `client_ca`, client certificates
+    signed by it are required (mTLS)."""
+
+    cert: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+    client_ca: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     listen: str = "127.0.0.1:50051"
     # Long enough for an attempt at the default timeout_seconds (5) to finish in a drain.
     shutdown_grace: float = 10.0
-    # Off unless set: a fixed default port would collide wherever two gateways share a host.
-    metrics_listen: str = ""
+    # Loopback unless configured otherwise: metrics are for the host's own scraper.
+    metrics_listen: str = "127.0.0.1:9464"
     log_level: str = "INFO"
+    allow_unauthenticated: bool = False
+    reflection: bool = True
+    tls: TlsSettings | None = None
+    # A plaintext port serving only the health service, for probes that cannot speak TLS.
+    health_listen: str = ""
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """One `[[callers]]` entry: who may call, how they prove it, what they may cancel."""
+
+    name: str
+    token_sha256: str
+    cert_subject: str
+    jobs: frozenset[str]
+    connections: frozenset[str]
+    rate_per_second: float
+    burst: int
 
 
 STORES = {"memory": "memory", "redis": "redis"}
@@ -162,6 +227,8 @@ class IdempotencySettings:
     store: str = "memory"
     redis_url: str = ""
     ttl: float = 86400.0
+    # A running call renews its lease every third of this; a dead one's key is free after it.
+    lease: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +236,9 @@ class Config:
     server: ServerSettings
     connections: Mapping[str, ConnectionSettings]
     idempotency: IdempotencySettings = IdempotencySettings()
+    callers: tuple[CallerSettings, ...] = ()
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    """Every secret value the file made the gateway read (passwords, keys, client secrets)."""
 
     def default_connection(self, upstream: str) -> ConnectionSettings | None:
         candidates = [c for c in self.connections.values() if c.upstream == upstream]
@@ -198,16 +268,94 @@ def _server(table: Table) -> ServerSettings:
     settings = ServerSettings(
         listen=_address(table, "listen", defaults.listen),
         shutdown_grace=table.seconds("shutdown_grace_seconds", defaults.shutdown_grace),
-        metrics_listen=_address(table, "metrics_listen", "", optional=True),
+        metrics_listen=_address(table, "metrics_listen", defaults.metrics_listen, optional=True),
         log_level=table.choice("log_level", LOG_LEVELS, "info"),
+        allow_unauthenticated=table.boolean("allow_unauthenticated", False),
+        reflection=table.boolean("reflection", True),
+        tls=_tls(table.table("tls")),
+        health_listen=_address(table, "health_listen", "", optional=True),
     )
-    listen_port = settings.listen.rpartition(":")[2]
-    if settings.metrics_listen.rpartition(":")[2] == listen_port != "0":
-        raise ConfigError(
-            f"{table.key('metrics_listen')}: must not share port {listen_port} with server.listen"
-        )
+    ports = {
+        key: address.rpartition(":")[2]
+        for key in ("listen", "metrics_listen", "health_listen")
+        if (address := getattr(settings, key)) and not address.endswith(":0")
+    }
+    for key, port in ports.items():
+        if list(ports.values()).count(port) > 1:
+            raise ConfigError(f"{table.key(key)}: port {port} is given to two listeners")
     table.finish()
     return settings
+
+
+def _tls(table: Table) -> TlsSettings | None:
+    cert, key, ca = table.file("cert_file"), table.file("key_file"), table.file("client_ca_file")
+    table.finish()
+    if cert is None and key is None:
+        if ca is not None:
+            raise ConfigError(f"{table.key('client_ca_file')}: needs cert_file and key_file")
+        return None
+    if cert is None or key is None:
+        raise ConfigError(f"{table.key('cert_file')}: give both cert_file and key_file")
+    return TlsSettings(cert, key, ca)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _caller(table: Table, connections: Mapping[str, ConnectionSettings]) -> CallerSettings:
+    name = table.string("name")
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{table.key('name')}: letters, digits, '.', '_', '-'; at most 64")
+    token = table.string("token_sha256", "")
+    if token and not _SHA256.fullmatch(token):
+        raise ConfigError(
+            f"{table.key('token_sha256')}: the SHA-256 of the token, as 64 lower-case hex "
+            "characters (never the token itself)"
+        )
+    subject = table.string("cert_subject", "")
+    if not token and not subject:
+        raise ConfigError(f"{table.key('token_sha256')}: give token_sha256 or cert_subject")
+    unknown = sorted(set(table.strings("connections")) - set(connections))
+    if unknown:
+        raise ConfigError(f"{table.key('connections')}: no connection named {unknown[0]!r}")
+    rate = table.seconds("rate_per_second", 20.0)  # a positive number, read like seconds
+    settings = CallerSettings(
+        name=name,
+        token_sha256=token,
+        cert_subject=subject,
+        jobs=frozenset(table.strings("jobs")),
+        connections=frozenset(table.strings("connections")),
+        rate_per_second=rate,
+        burst=table.integer("burst", max(1, round(2 * rate))),
+    )
+    if not settings.jobs:
+        raise ConfigError(f"{table.key('jobs')}: list the job kinds the caller may cancel")
+    table.finish()
+    return settings
+
+
+def _callers(tables: list[Table], config: Config, job_kinds: Collection[str] | None) -> None:
+    """Checks the callers as a whole: unique names and credentials, known job kinds, and
+    that a gateway without callers is one that asked to be open."""
+    if not config.callers and not config.server.allow_unauthenticated:
+        raise ConfigError(
+            "callers: no [[callers]] configured: add one, or set "
+            "server.allow_unauthenticated = true (only where nobody else can reach it)"
+        )
+    known = sorted(job_kinds or ())
+    seen: set[tuple[str, str]] = set()
+    for table, caller in zip(tables, config.callers, strict=True):
+        for key in ("name", "token_sha256", "cert_subject"):
+            value = getattr(caller, key)
+            if value and (key, value) in seen:
+                raise ConfigError(f"{table.key(key)}: another caller has the same {key}")
+            seen.add((key, value))
+        unknown = sorted(caller.jobs - set(known)) if job_kinds is not None else []
+        if unknown:
+            raise ConfigError(
+                f"{table.key('jobs')}: no job kind {unknown[0]!r} (known: {', '.join(known)})"
+            )
 
 
 def _retry(table: Table) -> RetrySettings:
@@ -240,7 +388,7 @@ def _connection(
         upstream=table.string("upstream"),
         default=table.boolean("default", False),
         timeout=table.seconds("timeout_seconds", 5.0),
-        pool_size=table.integer("pool_size", 8),
+        pool_size=table.integer("pool_size", min(8, table.integer("max_in_flight", 32))),
         max_in_flight=table.integer("max_in_flight", 32),
         retry=_retry(table.table("retry")),
         confirm_timeout=table.seconds("confirm_timeout_seconds", 10.0),
@@ -289,7 +437,10 @@ def _idempotency(table: Table) -> IdempotencySettings:
                 "unix:// URL"
             )
     settings = IdempotencySettings(
-        store=store, redis_url=redis_url, ttl=table.seconds("ttl_seconds", defaults.ttl)
+        store=store,
+        redis_url=redis_url,
+        ttl=table.seconds("ttl_seconds", defaults.ttl),
+        lease=table.seconds("lease_seconds", defaults.lease),
     )
     table.finish()
     return settings
@@ -306,8 +457,12 @@ def _check_defaults(connections: Mapping[str, ConnectionSettings]) -> None:
 
 
 def parse_config(
-    data: Mapping[str, Any], environ: Mapping[str, str], upstreams: Mapping[str, OptionsParser]
+    data: Mapping[str, Any],
+    environ: Mapping[str, str],
+    upstreams: Mapping[str, OptionsParser],
+    job_kinds: Collection[str] | None = None,
 ) -> Config:
+    """`job_kinds`, when given, are the names a caller's `jobs` may use."""
     root = Table(data, "", environ)
     server = _server(root.table("server"))
     connections = {
@@ -319,12 +474,25 @@ def parse_config(
     _check_defaults(connections)
     _check_fits_the_grace(connections, server)
     idempotency = _idempotency(root.table("idempotency"))
+    caller_tables = root.array("callers")
+    callers = tuple(_caller(table, connections) for table in caller_tables)
     root.finish()
-    return Config(server=server, connections=connections, idempotency=idempotency)
+    config = Config(
+        server=server,
+        connections=connections,
+        idempotency=idempotency,
+        callers=callers,
+        secrets=frozenset(root.secrets),
+    )
+    _callers(caller_tables, config, job_kinds)
+    return config
 
 
 def load_config(
-    path: Path, environ: Mapping[str, str], upstreams: Mapping[str, OptionsParser]
+    path: Path,
+    environ: Mapping[str, str],
+    upstreams: Mapping[str, OptionsParser],
+    job_kinds: Collection[str] | None = None,
 ) -> Config:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -332,4 +500,4 @@ def load_config(
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    return parse_config(data, environ, upstreams)
+    return parse_config(data, environ, upstreams, job_kinds)

@@ -13,7 +13,10 @@ table, so this module stays free of grpc.
     ├── IdempotencyKeyReused         the key was first used with another request
     ├── IdempotencyKeyInProgress     the key's first call was still running at the deadline
     ├── IdempotencyStoreUnavailable  the store that guards keys cannot be reached
-    └── ShuttingDown                 the gateway is draining and took no new upstream call
+    ├── ShuttingDown                 the gateway is draining and took no new upstream call
+    ├── Unauthenticated              no credentials, or none a configured caller has
+    ├── CallerNotPermitted           the caller may not cancel this job kind on this connection
+    └── CallerRateLimited            the caller spent its token bucket (`retry_after` seconds)
 """
 
 from __future__ import annotations
@@ -82,3 +85,17 @@ class IdempotencyStoreUnavailable(GatewayError):
 
 class ShuttingDown(GatewayError):
     pass
+
+
+class Unauthenticated(GatewayError):
+    pass
+
+
+class CallerNotPermitted(GatewayError):
+    pass
+
+
+class CallerRateLimited(GatewayError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

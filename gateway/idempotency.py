@@ -17,6 +17,8 @@ one gateway version is read by the next.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from gateway.errors import IdempotencyStoreUnavailable
+from gateway.errors import IdempotencyKeyInProgress, IdempotencyStoreUnavailable
 from gateway.jobs import CancelRequest, job_values
 from gateway.model import Attempt, CancelResult, Delivery, LegResult, Outcome, Reason
 
@@ -71,6 +73,10 @@ class IdempotencyStore(Protocol):
         when another process has taken it over)."""
         ...
 
+    async def renew(self, key: str, *, owner: str, lease: float) -> bool:
+        """Extends the lease, only while `owner` holds it (the record is left as it is)."""
+        ...
+
     async def release(self, key: str, *, owner: str) -> None:
         """Deletes the record, only while `owner` holds it: the key is free again."""
         ...
@@ -85,6 +91,12 @@ class IdempotencyStore(Protocol):
 def record_key(caller: str, key: str) -> str:
     """Keys are scoped per caller; hashed so that any text is a safe store key."""
     return hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()
+
+
+def _known(kind: type[Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields `kind` has: a record written by a newer gateway, with more, still reads."""
+    names = {f.name for f in dataclasses.fields(kind)}
+    return {k: v for k, v in fields.items() if k in names}
 
 
 def fingerprint(request: CancelRequest, connection: str) -> str:
@@ -135,7 +147,7 @@ def decode_result(text: str) -> CancelResult | None:
             legs=tuple(_leg(leg) for leg in fields["legs"]),
             history=tuple(_attempt(a) for a in fields["history"]),
         )
-        return CancelResult(**fields)
+        return CancelResult(**_known(CancelResult, fields))
     except (ValueError, KeyError, TypeError) as error:
         raise StoreError(f"unreadable envelope in the record: {error}") from error
 
@@ -145,9 +157,8 @@ def _leg_json(leg: LegResult) -> dict[str, Any]:
 
 
 def _leg(item: dict[str, Any]) -> LegResult:
-    return LegResult(
-        **{**item, "outcome": Outcome[item["outcome"]], "reason": Reason[item["reason"]]}
-    )
+    named = {"outcome": Outcome[item["outcome"]], "reason": Reason[item["reason"]]}
+    return LegResult(**_known(LegResult, {**item, **named}))
 
 
 def _attempt_json(attempt: Attempt) -> dict[str, Any]:
@@ -174,9 +185,11 @@ class Ledger:
     """A keyed call's record, written as the call goes: before each attempt (so that a crash
     mid-attempt leaves "this may have landed" behind), after each answer, and at the end.
 
-    A write before an attempt must succeed, or the attempt is not made (never run without
-    the guard the caller asked for); later writes are best effort: if one fails, the record
-    still says the attempt may have landed, and a retry treats it so.
+    While the call works, a heartbeat renews its lease every third of it, so only a process
+    that died loses the key. A write before an attempt must succeed while the lease is still
+    this call's, or the attempt is not made (never run without the guard the caller asked
+    for, never beside the call that took the key over); later writes are best effort: if one
+    fails, the record still says the attempt may have landed, and a retry treats it so.
     """
 
     def __init__(
@@ -187,6 +200,8 @@ class Ledger:
         self._owner = owner
         self._lease = lease
         self._ttl = ttl
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.lost = False
         self.attempts: tuple[Attempt, ...] = ()
 
     @classmethod
@@ -194,37 +209,59 @@ class Ledger:
         """For a call without an idempotency key: keeps nothing."""
         return cls(None, "", owner="", lease=0.0, ttl=0.0)
 
+    async def __aenter__(self) -> Ledger:
+        if self._store is not None:
+            self._heartbeat = asyncio.ensure_future(self._beat(self._store))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+
+    async def _beat(self, store: IdempotencyStore) -> None:
+        while not self.lost:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                self.lost = not await store.renew(self._key, owner=self._owner, lease=self._lease)
+            except StoreError:
+                log.warning("could not renew an idempotency lease; trying again")
+
     async def sending(self, attempts: Sequence[Attempt]) -> None:
         """Before an attempt: `attempts` ends with it, marked as possibly landed."""
         self.attempts = tuple(attempts)
         try:
-            await self._save(RUNNING, None)
+            held = await self._save(RUNNING, None)
         except StoreError as error:
             raise IdempotencyStoreUnavailable(
                 f"the idempotency store cannot be reached: {error}"
             ) from error
+        if not held:
+            self.lost = True
+            raise IdempotencyKeyInProgress(
+                "another call took this idempotency_key over (this one was too slow to keep "
+                "it); ask again with the key for its answer"
+            )
 
     async def answered(self, attempts: Sequence[Attempt]) -> None:
         self.attempts = tuple(attempts)
         await self._best_effort(RUNNING, None)
 
-    async def renew(self) -> None:
-        """Keeps the lease while the call works without attempting (confirmation reads)."""
-        await self._best_effort(RUNNING, None)
-
     async def settle(self, result: CancelResult) -> None:
-        """A final envelope is kept for replays; a retryable one frees the key, unless an
-        attempt may have landed: then the record stays open and a retry knows it."""
-        if not result.retryable:
+        """A final envelope is kept for replays. UNKNOWN, or a retryable one, frees the key
+        when no attempt can have canceled anything, and is otherwise kept open: a retry with
+        the key then reads the job first."""
+        if not result.retryable and result.outcome is not Outcome.UNKNOWN:
             await self._best_effort(DONE, result)
         else:
             await self.abandon()
 
     async def abandon(self) -> None:
         """The call ends without an envelope to keep (deadline, shutdown, caller gone)."""
-        if self._store is None:
+        if self._store is None or self.lost:
             return
-        if any(a.may_have_landed for a in self.attempts):
+        if any(a.may_have_canceled for a in self.attempts):
             await self._best_effort(OPEN, None)
             return
         try:
@@ -232,10 +269,10 @@ class Ledger:
         except StoreError:
             log.warning("could not release an idempotency key; its lease will expire")
 
-    async def _save(self, state: str, result: CancelResult | None) -> None:
+    async def _save(self, state: str, result: CancelResult | None) -> bool:
         if self._store is None:
-            return
-        held = await self._store.save(
+            return True
+        return await self._store.save(
             self._key,
             owner=self._owner,
             state=state,
@@ -244,11 +281,13 @@ class Ledger:
             lease=self._lease,
             ttl=self._ttl,
         )
-        if not held:
-            log.warning("an idempotency record was taken over by another gateway process")
 
     async def _best_effort(self, state: str, result: CancelResult | None) -> None:
         try:
-            await self._save(state, result)
+            held = await self._save(state, result)
         except StoreError:
             log.warning("could not update an idempotency record", extra={"state": state})
+            return
+        if not held:
+            self.lost = True
+            log.warning("an idempotency record was taken over by another call")

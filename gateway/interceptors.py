@@ -1,9 +1,11 @@
-"""The gRPC server interceptor that counts every RPC as go-grpc-prometheus does.
+"""The gRPC server interceptors: one counts every RPC as go-grpc-prometheus does, one
+authenticates the caller before anything else runs.
 
-It wraps each method's behaviour, so it sees the final status code: a normal return (OK, or
-what `set_code` chose), `context.abort*` (AbortError, the code set on the context), an
-unhandled exception (UNKNOWN) and a cancelled handler (DEADLINE_EXCEEDED or CANCELLED).
-Health checks and reflection are counted too: they are real RPCs a prober or a client makes.
+Both wrap each method's behaviour. The metrics one is outermost, so it sees the final
+status code: a normal return (OK, or what `set_code` chose), `context.abort*` (AbortError,
+the code set on the context), an unhandled exception (UNKNOWN) and a cancelled handler
+(DEADLINE_EXCEEDED or CANCELLED); refused credentials are counted too. Health checks and
+reflection are counted like any RPC; only CancelJob needs credentials.
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from gateway.auth import Callers, bind_caller, unbind_caller
+from gateway.errors import Unauthenticated
 from gateway.metrics import Metrics
+from gateway.service import rich_status
+
+log = logging.getLogger(__name__)
 
 # Label values as go-grpc-prometheus writes them (Go's code names), so dashboards built for
 # it (`grpc_code!="OK"`, `grpc_code="Unavailable"`) work unchanged.
@@ -89,10 +97,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         labels = (kind, service, method)
         return _wrap(handler, lambda context: self._observed(labels, context))
 
-    @contextlib.contextmanager
-    def _observed(
+    @contextlib.asynccontextmanager
+    async def _observed(
         self, labels: tuple[str, str, str], context: grpc.aio.ServicerContext
-    ) -> Iterator[None]:
+    ) -> AsyncIterator[None]:
         self._metrics.grpc_started.labels(*labels).inc()
         started = time.monotonic()
         error: BaseException | None = None
@@ -107,7 +115,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._metrics.grpc_handling.labels(*labels).observe(time.monotonic() - started)
 
 
-Observe = Callable[[grpc.aio.ServicerContext], contextlib.AbstractContextManager[None]]
+Observe = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
 
 
 def _wrap(handler: grpc.RpcMethodHandler, observe: Observe) -> grpc.RpcMethodHandler:
@@ -136,7 +144,7 @@ def _observed_behavior(behavior: Behavior, observe: Observe) -> Behavior | None:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with observe(context):
+            async with observe(context):
                 async for response in behavior(request, context):
                     yield response
 
@@ -144,8 +152,64 @@ def _observed_behavior(behavior: Behavior, observe: Observe) -> Behavior | None:
     if inspect.iscoroutinefunction(behavior):
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with observe(context):
+            async with observe(context):
                 return await behavior(request, context)
 
         return call
     return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Identifies the caller of every RPC outside `open_services` before its handler runs
+    (bearer token, else client certificate), and binds it for the handler
+    (`gateway.auth.current_caller`); refuses with UNAUTHENTICATED otherwise."""
+
+    def __init__(self, callers: Callers, open_services: Iterable[str], metrics: Metrics) -> None:
+        self._callers = callers
+        self._open = frozenset(open_services)
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
+        if handler is None or service in self._open:
+            return handler
+        authorization = [
+            str(value)
+            for key, value in handler_call_details.invocation_metadata or ()
+            if key == "authorization"
+        ]
+        return _wrap(handler, lambda context: self._authenticated(context, authorization))
+
+    @contextlib.asynccontextmanager
+    async def _authenticated(
+        self, context: grpc.aio.ServicerContext, authorization: list[str]
+    ) -> AsyncIterator[None]:
+        try:
+            caller = self._callers.identify(
+                authorization=authorization, cert_names=certificate_names(context)
+            )
+        except Unauthenticated as error:
+            self._metrics.refused(error)
+            log.info(
+                "refused",
+                extra={"peer": context.peer(), "grpc_code": "UNAUTHENTICATED",
+                       "error_reason": "UNAUTHENTICATED", "detail": error.message},
+            )  # fmt: skip
+            await context.abort_with_status(rich_status(error))
+        token = bind_caller(caller)
+        try:
+            yield
+        finally:
+            unbind_caller(token)
+
+
+def certificate_names(context: grpc.aio.ServicerContext) -> list[str]:
+    """The verified client certificate's subject CN and SANs (none without mTLS)."""
+    seen = context.auth_context() or {}
+    names = [*seen.get("x509_common_name", ()), *seen.get("x509_subject_alternative_name", ())]
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]

@@ -1,8 +1,9 @@
 """Structured logs: one JSON object per line, on stderr, for log shippers to parse.
 
 A record's `extra={...}` fields become top-level keys next to `ts`, `level`, `logger` and
-`message`. Nothing here redacts: secrets stay out of logs because the code that logs never
-holds them (the servicer sees requests and envelopes; upstream bodies are already redacted).
+`message`. Every string of the line, tracebacks included, is scrubbed of the secrets the
+process knows (`gateway.secrets`) before it is written: whatever an upstream echoed, and
+whatever a library quoted in an exception, no configured secret or issued token gets out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from gateway.secrets import SECRETS, SecretBook
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -22,6 +25,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: SecretBook = SECRETS) -> None:
+        super().__init__()
+        self._secrets = secrets
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -32,7 +39,16 @@ class JsonFormatter(logging.Formatter):
         line.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json.dumps(self._secrets.scrub_json(_plain(line)), ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: what json cannot write becomes its text (so it can be scrubbed too)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:

@@ -28,6 +28,12 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 TOKEN_RESULTS = ("ok", "refused", "error")
 """`token_refreshes_total` results: a token, credentials refused, no usable answer."""
 CONFIRM_RESULTS = ("confirmed", "not_confirmed", "refuted")
+AUTH_REFUSALS = {
+    "Unauthenticated": "unauthenticated",
+    "CallerNotPermitted": "not_permitted",
+    "CallerRateLimited": "rate_limited",
+}
+"""`auth_refusals_total` reasons, by the core error that refused the call."""
 
 # Upstream calls are capped by timeout_seconds (5 s by default); a CancelJob adds retries,
 # backoff and up to confirm_timeout_seconds (10 s) of confirmation, hence the longer tail.
@@ -78,6 +84,7 @@ class Metrics:
         self._define_grpc()
         self._define_jobs()
         self._define_upstream()
+        self._define_callers()
 
     def _define_grpc(self) -> None:
         # The names and labels of go-grpc-prometheus, which existing gRPC dashboards query.
@@ -172,6 +179,30 @@ class Metrics:
             ("connection", "result"),
             registry=self.registry,
         )
+
+    def _define_callers(self) -> None:
+        self.caller_calls = Counter(
+            f"{PREFIX}_caller_calls_total",
+            "CancelJob calls admitted, by configured caller name (never an address or a token).",
+            ("caller",),
+            registry=self.registry,
+        )
+        self.auth_refusals = Counter(
+            f"{PREFIX}_auth_refusals_total",
+            "CancelJob calls refused before any work: no or unknown credentials, not "
+            "permitted, over the caller's rate.",
+            ("reason",),
+            registry=self.registry,
+        )
+
+    def prepare_callers(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.caller_calls.labels(name)
+        for reason in AUTH_REFUSALS.values():
+            self.auth_refusals.labels(reason)
+
+    def refused(self, error: Exception) -> None:
+        self.auth_refusals.labels(AUTH_REFUSALS[type(error).__name__]).inc()
 
     def prepare_grpc(self, grpc_type: str, service: str, method: str, codes: Iterable[str]) -> None:
         self.grpc_started.labels(grpc_type, service, method)

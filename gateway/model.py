@@ -111,7 +111,16 @@ class Attempt:
 
     @property
     def may_have_landed(self) -> bool:
+        """Sent, and no answer says what happened."""
         return self.delivery is Delivery.NO_ANSWER
+
+    @property
+    def may_have_canceled(self) -> bool:
+        """It may have canceled a leg: no answer, or an answer that a leg succeeded."""
+        answered_success = self.delivery is Delivery.ANSWERED and any(
+            leg.succeeded for leg in self.legs
+        )
+        return self.may_have_landed or answered_success
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def reconcile(legs: Sequence[LegResult], history: Sequence[Attempt]) -> tuple[Le
     if not history:
         return tuple(legs)
     lost_now = history[-1].may_have_landed
-    lost_before = any(attempt.may_have_landed for attempt in history[:-1])
+    lost_before = any(attempt.may_have_canceled for attempt in history[:-1])
     return tuple(_reconciled(leg, lost_now, lost_before) for leg in legs)
 
 
@@ -160,7 +160,8 @@ def describe(
         Outcome.FAILED: f"{upstream} did not cancel the job",
         Outcome.UNKNOWN: (
             f"the gateway cannot tell whether {upstream} canceled the job (an attempt got no "
-            "answer); ask again with wait_for_confirmation to find out"
+            "answer); ask again with the same idempotency_key (the gateway reads the job "
+            "first), or with wait_for_confirmation, to find out"
         ),
     }.get(outcome, "no outcome")
     if outcome is Outcome.FAILED and lost:

@@ -44,17 +44,17 @@ from gateway.outcomes import (
     envelope,
     needs_confirmation,
     reconcile,
+    unknown,
 )
 from gateway.resilience import Deadline, Permit, backoff_delays, is_outage, worth_retrying
 from gateway.router import Route
+from gateway.secrets import SECRETS, SecretBook, scrubbed
 from gateway.upstream import ConfirmState, LegCheck, observing
 
 Pause = Callable[[float], Awaitable[bool]]
 """Sleeps; False when the caller should not go on (the gateway is draining)."""
 
 _DEFAULT_IDEMPOTENCY = IdempotencySettings()
-# A lease outlives one attempt and one backoff pause by this much; every write renews it.
-LEASE_MARGIN = 2.0
 
 
 async def retry_target(
@@ -115,12 +115,13 @@ class Pipeline:
         drain: Drain | None = None,
         store: IdempotencyStore | None = None,
         idempotency: IdempotencySettings = _DEFAULT_IDEMPOTENCY,
+        secrets: SecretBook = SECRETS,
     ) -> None:
         self._metrics = metrics
+        self._secrets = secrets
         self._drain = drain or Drain()
         self._store = store
-        self._ttl = idempotency.ttl
-        self._owner = uuid.uuid4().hex  # this process, as a lease holder
+        self._ttl, self._lease = idempotency.ttl, idempotency.lease
 
     async def cancel(
         self, route: Route, request: CancelRequest, deadline: Deadline
@@ -129,37 +130,38 @@ class Pipeline:
         if not request.idempotency_key or store is None:
             return await self._run(_Call(route, request, deadline, Ledger.unkeyed()))
         key = record_key(request.caller, request.idempotency_key)
-        lease = route.settings.timeout + route.settings.retry.backoff_max + LEASE_MARGIN
-        claim = await self._claim(store, key, route, request, deadline, lease)
+        owner = uuid.uuid4().hex  # this call, as the lease holder
+        claim = await self._claim(store, key, owner, route, request, deadline)
         if claim.result is not None:
             self._metrics.idempotent_replays.labels(claim.result.upstream).inc()
-            return replace(claim.result, replayed=True)
-        ledger = Ledger(store, key, owner=self._owner, lease=lease, ttl=self._ttl)
+            return replace(claim.result, replayed=True, request_id=request.request_id)
+        ledger = Ledger(store, key, owner=owner, lease=self._lease, ttl=self._ttl)
         ledger.attempts = claim.attempts
         call = _Call(route, request, deadline, ledger, list(claim.attempts))
-        try:
-            result = await self._run(call)
-        except BaseException:
-            await asyncio.shield(ledger.abandon())
-            raise
-        await ledger.settle(result)
+        async with ledger:
+            try:
+                result = await self._run(call)
+            except BaseException:
+                await asyncio.shield(ledger.abandon())
+                raise
+            await ledger.settle(result)
         return result
 
     async def _claim(
         self,
         store: IdempotencyStore,
         key: str,
+        owner: str,
         route: Route,
         request: CancelRequest,
         deadline: Deadline,
-        lease: float,
     ) -> Claim:
         """The key's record for this call; waits for a concurrent duplicate to finish."""
         same = fingerprint(request, route.settings.name)
         while True:
             try:
                 claim = await store.claim(
-                    key, fingerprint=same, owner=self._owner, lease=lease, ttl=self._ttl
+                    key, fingerprint=same, owner=owner, lease=self._lease, ttl=self._ttl
                 )
             except StoreError as error:
                 raise IdempotencyStoreUnavailable(
@@ -180,21 +182,24 @@ class Pipeline:
                     "a call with this idempotency_key is still running; ask again later"
                 )
             try:
-                await store.changed(key, within=min(wait, lease))
+                await store.changed(key, within=min(wait, self._lease))
             except StoreError as error:
                 raise IdempotencyStoreUnavailable(str(error)) from error
 
     async def _run(self, call: _Call) -> CancelResult:
         started = time.monotonic()
-        result = None
-        if any(attempt.may_have_landed for attempt in call.history):
-            result = await self._resume_after_loss(call)
+        result, read = None, {}
+        if any(attempt.may_have_canceled for attempt in call.history):
+            read = await self._read(call)
+            result = await self._resume(call, read)
         if result is None:
-            result = await self._attempts(call)
+            result = await self._attempts(call, read)
+        result = scrubbed(result, self._secrets)  # before it is kept, logged or answered
         self._metrics.job_finished(result, time.monotonic() - started)
         return result
 
-    async def _attempts(self, call: _Call) -> CancelResult:
+    async def _attempts(self, call: _Call, read: dict[str, LegCheck]) -> CancelResult:
+        """Attempts until one answers for good; `read`: what a read before them showed."""
         settings = call.route.settings
         reply = await retry_target(
             lambda number: self._attempt(call),
@@ -208,6 +213,8 @@ class Pipeline:
                 raise ShuttingDown("gateway shutting down: the upstream was not called")
             return circuit_open(settings.name, call.route.breaker, call.request, call.history)
         legs = reconcile(reply.legs, call.history)
+        # A leg the read already showed canceled stays so, whatever the repeat answered.
+        legs = tuple(_known_canceled(leg, read.get(leg.leg)) for leg in legs)
         return await self._finish(call, legs, reply)
 
     async def _finish(
@@ -249,27 +256,22 @@ class Pipeline:
             )
             call.route.breaker.record(permit, outage=is_outage(reply))
         await call.ledger.answered(call.history)
-        if call.deadline.expired:
+        # An answer that came back is worth sending even now (ANSWER_MARGIN leaves the time);
+        # no answer by the deadline is the caller's DEADLINE_EXCEEDED.
+        if call.deadline.expired and reply.delivery is not Delivery.ANSWERED:
             raise DeadlineExceeded(f"the caller's deadline passed during {job.operation}")
         return reply
 
-    async def _resume_after_loss(self, call: _Call) -> CancelResult | None:
-        """A key whose earlier attempt may have landed: read before cancelling again.
-
-        Only a read showing every leg still running proves the lost attempt did not land;
-        then the call goes on as usual (None). Otherwise the legs are CANCELED where the read
-        shows it and UNKNOWN elsewhere, and no cancel is sent again.
-        """
-        checks = await self._read(call)
-        states = [checks.get(leg, _UNREAD).state for leg in call.job.legs]
-        if all(state is ConfirmState.ACTIVE for state in states):
+    async def _resume(self, call: _Call, read: dict[str, LegCheck]) -> CancelResult | None:
+        """A key whose earlier attempt may have canceled the job: answer from what the read
+        showed, without cancelling again; or None, to cancel again, when the read shows each
+        leg canceled or still running with no sign of a cancel, and some still running."""
+        states = [read.get(leg, _UNREAD).state for leg in call.job.legs]
+        resend = {ConfirmState.ACTIVE, ConfirmState.CONFIRMED}
+        if set(states) <= resend and ConfirmState.ACTIVE in states:
             return None
         legs = tuple(
-            confirmed(
-                LegResult(leg, Outcome.UNKNOWN, Reason.UNSPECIFIED, False, detail=LOST_BEFORE),
-                checks.get(leg, _UNREAD),
-            )
-            for leg in call.job.legs
+            confirmed(_earlier(leg, call.history), read.get(leg, _UNREAD)) for leg in call.job.legs
         )
         return await self._finish(call, legs, None)
 
@@ -280,7 +282,6 @@ class Pipeline:
         timeout = min(settings.timeout, call.deadline.remaining())
         if timeout <= 0:
             return {}
-        await call.ledger.renew()
         try:
             async with _slot(call.route, call.deadline, f"reading {call.job.operation}"):
                 with observing(call.route.metrics):
@@ -353,6 +354,26 @@ async def _slot(route: Route, deadline: Deadline, doing: str) -> AsyncIterator[N
 
 
 _UNREAD = LegCheck("", ConfirmState.PENDING, "not confirmed within the confirmation window")
+
+
+def _earlier(leg: str, history: list[Attempt]) -> LegResult:
+    """What the latest earlier attempt that may have canceled `leg` says of it: its answer
+    when it succeeded, UNKNOWN when its answer was lost."""
+    for attempt in reversed(history):
+        answered = next((g for g in attempt.legs if g.leg == leg), None)
+        if answered is not None and answered.succeeded:
+            return answered
+        if attempt.may_have_landed:
+            break
+    return LegResult(leg, Outcome.UNKNOWN, Reason.UNSPECIFIED, False, detail=LOST_BEFORE)
+
+
+def _known_canceled(leg: LegResult, read: LegCheck | None) -> LegResult:
+    if read is None or read.state is not ConfirmState.CONFIRMED:
+        return leg
+    return confirmed(unknown(leg, LOST_BEFORE) if not leg.succeeded else leg, read)
+
+
 _SHUTTING_DOWN = LegCheck("", ConfirmState.PENDING, SHUTTING_DOWN)
 
 

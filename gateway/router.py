@@ -42,6 +42,11 @@ class Router:
             for name, settings in config.connections.items()
         }
 
+    def default_name(self, upstream: str) -> str:
+        """The connection a request without `connection` goes to, or "" when none."""
+        settings = self._config.default_connection(upstream)
+        return settings.name if settings else ""
+
     def route(self, job: JobKind, connection: str) -> Route:
         """The connection for this job, or a gateway-side error naming what is wrong."""
         if connection:

@@ -26,6 +26,8 @@ from gateway.upstream import Upstream
 from simulators import Example, SandboxUpstream
 from simulators.loopback import LoopbackServer
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
 
 @dataclass
 class Sandbox:
@@ -49,8 +51,11 @@ def sandbox_config(
 ) -> dict[str, Any]:
     # The simulators answer on loopback within milliseconds: short timeouts, a short drain.
     timing = {"timeout_seconds": 2, "confirm_timeout_seconds": 5, "confirm_interval_seconds": 0.2}
+    server = {"listen": listen, "shutdown_grace_seconds": 3, "metrics_listen": "127.0.0.1:0"}
+    # No callers: anyone who reaches the port may cancel, so only loopback may reach it.
+    server["allow_unauthenticated"] = True
     return {
-        "server": {"listen": listen, "shutdown_grace_seconds": 3, "metrics_listen": "127.0.0.1:0"},
+        "server": server,
         "connections": {
             f"{name}-sandbox": {**spec.connection(urls[name]), **timing}
             for name, spec in specs.items()
@@ -63,6 +68,11 @@ async def sandbox(
     listen: str = "127.0.0.1:0", registry: Registry = REGISTRY
 ) -> AsyncIterator[Sandbox]:
     """Simulators on free loopback ports plus a started gateway on `listen`."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host not in _LOOPBACK:
+        raise RuntimeError(
+            f"the sandbox serves unauthenticated calls, so only on loopback, not {host!r}"
+        )
     specs = {name: sandbox_upstream(u) for name, u in registry.upstreams.items()}
     simulators = {name: spec.simulator() for name, spec in specs.items()}
     examples = [example for name, spec in specs.items() for example in spec.seed(simulators[name])]
@@ -91,6 +101,7 @@ def instructions(box: Sandbox) -> str:
     payload = json.dumps({first.proto_field: job_values(first)})
     return f"""
 Cancellation gateway sandbox: gRPC on {box.target}, with simulators of {", ".join(box.simulators)}.
+Unauthenticated calls are allowed (server.allow_unauthenticated): it listens on loopback only.
 Stop with Ctrl-C.
 
 Try it from another shell (same checkout):

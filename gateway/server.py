@@ -19,14 +19,16 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2
-from gateway.config import DRAIN_MARGIN, Config, IdempotencySettings
+from gateway.auth import Callers
+from gateway.config import DRAIN_MARGIN, Config, IdempotencySettings, ServerSettings
 from gateway.drain import Drain
 from gateway.idempotency import IdempotencyStore
-from gateway.interceptors import MetricsInterceptor
+from gateway.interceptors import AuthInterceptor, MetricsInterceptor
 from gateway.metrics import Metrics, possible_results
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.router import Router
+from gateway.secrets import SECRETS
 from gateway.service import CancellationService, rpc_handler
 from stores.memory import MemoryStore
 from stores.redis import RedisStore
@@ -65,6 +67,29 @@ class DrainAwareHealth(health.aio.HealthServicer):  # type: ignore[misc]
         if self._drain.began:
             return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
         return await super().Check(request, context)
+
+
+def _grpc_server(*interceptors: grpc.aio.ServerInterceptor) -> grpc.aio.Server:
+    # One process per port: grpc would otherwise share a port already in use, silently.
+    return grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+
+
+def _bind(server: grpc.aio.Server, listen: str, settings: ServerSettings | None) -> int:
+    """Binds `listen`, with TLS when `settings` has it; an error names the address."""
+    tls = settings.tls if settings is not None else None
+    try:
+        if tls is None:
+            return int(server.add_insecure_port(listen))
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)],
+            root_certificates=tls.client_ca,
+            require_client_auth=tls.client_ca is not None,
+        )
+        return int(server.add_secure_port(listen, credentials))
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"cannot listen on {listen}: the address is in use, or not this host's"
+        ) from error
 
 
 def prepare_job_metrics(metrics: Metrics, config: Config, registry: Registry) -> None:
@@ -107,18 +132,30 @@ class GatewayServer:
             self.metrics, drain=self.drain, store=self.store, idempotency=config.idempotency
         )
         self.health = DrainAwareHealth(self.drain)
-        # One process per port: grpc would otherwise share a port already in use, silently.
-        self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics, SERVICES)],
-            options=[("grpc.so_reuseport", 0)],
+        SECRETS.configured(config.secrets)
+        callers = Callers(config.callers, allow_unauthenticated=config.server.allow_unauthenticated)
+        self.metrics.prepare_callers(callers.names)
+        # Probes and schema discovery need no credentials; CancelJob always does.
+        open_services = {health.SERVICE_NAME, reflection.SERVICE_NAME}
+        self._server = _grpc_server(
+            MetricsInterceptor(self.metrics, SERVICES),
+            AuthInterceptor(callers, open_services, self.metrics),
         )
-        service = CancellationService(self.router, pipeline, registry, self.drain)
+        service = CancellationService(
+            self.router, pipeline, registry, self.drain, self.metrics, callers
+        )
         self._server.add_generic_rpc_handlers((rpc_handler(service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        if config.server.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            )
+        self._health_server: grpc.aio.Server | None = None
+        if config.server.health_listen:
+            self._health_server = _grpc_server(MetricsInterceptor(self.metrics, ()))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
         self.port = 0
+        self.health_port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_http: WSGIServer | None = None
 
@@ -127,14 +164,12 @@ class GatewayServer:
         unobserved); returns the bound gRPC port (useful with port 0)."""
         self.drain.bind(asyncio.get_running_loop())
         self._serve_metrics()
-        listen = self.config.server.listen
+        settings = self.config.server
         try:
-            try:
-                self.port = self._server.add_insecure_port(listen)
-            except RuntimeError as error:
-                raise RuntimeError(
-                    f"cannot listen on {listen}: the address is in use, or not this host's"
-                ) from error
+            self.port = _bind(self._server, settings.listen, settings)
+            if self._health_server is not None:
+                self.health_port = _bind(self._health_server, settings.health_listen, None)
+                await self._health_server.start()
             await self._server.start()
         except BaseException:
             await self._stop_metrics()
@@ -154,6 +189,8 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         await self.drain.settled(quiet=DRAIN_QUIET_SECONDS, until=end - DRAIN_MARGIN / 2)
         await self._server.stop(max(0.0, end - time.monotonic()))
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for route in self.router.routes.values():
             await route.adapter.aclose()
         await self.store.aclose()

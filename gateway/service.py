@@ -26,8 +26,11 @@ from grpc_status import rpc_status
 
 from cancellation.v1 import gateway_pb2
 from gateway import NAME
+from gateway.auth import ANONYMOUS, Caller, Callers, current_caller
 from gateway.drain import Drain
 from gateway.errors import (
+    CallerNotPermitted,
+    CallerRateLimited,
     DeadlineExceeded,
     FieldViolation,
     GatewayError,
@@ -37,11 +40,12 @@ from gateway.errors import (
     InvalidArgument,
     JobKindNotImplemented,
     ShuttingDown,
+    Unauthenticated,
     UndecodableRequest,
     UnknownConnection,
 )
-from gateway.jobs import CancelRequest, JobKind, job_fields
-from gateway.metrics import label
+from gateway.jobs import CancelRequest, JobKind, job_fields, job_values
+from gateway.metrics import Metrics, label
 from gateway.model import Attempt, CancelResult, JsonValue, LegResult
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
@@ -68,6 +72,9 @@ STATUS: Mapping[type[GatewayError], tuple[grpc.StatusCode, str]] = {
     IdempotencyKeyInProgress: (grpc.StatusCode.ABORTED, "IDEMPOTENCY_KEY_IN_PROGRESS"),
     IdempotencyStoreUnavailable: (grpc.StatusCode.UNAVAILABLE, "IDEMPOTENCY_STORE_UNAVAILABLE"),
     ShuttingDown: (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN"),
+    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    CallerNotPermitted: (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_PERMITTED"),
+    CallerRateLimited: (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_RATE_LIMITED"),
 }
 _INTERNAL = (grpc.StatusCode.INTERNAL, "INTERNAL")
 
@@ -134,7 +141,7 @@ def decode_request(data: bytes) -> gateway_pb2.CancelJobRequest | Undecodable:
 
 
 def request_from_proto(
-    request: gateway_pb2.CancelJobRequest, request_id: str, registry: Registry
+    request: gateway_pb2.CancelJobRequest, request_id: str, registry: Registry, caller: str = ""
 ) -> CancelRequest:
     return CancelRequest(
         job=job_from_proto(request, registry),
@@ -142,6 +149,7 @@ def request_from_proto(
         idempotency_key=request.idempotency_key,
         wait_for_confirmation=request.wait_for_confirmation,
         request_id=request_id,
+        caller=caller,
     )
 
 
@@ -224,6 +232,8 @@ def rich_status(error: GatewayError) -> grpc.Status:
     """A gateway error as a gRPC status with its details."""
     code, reason = status_of(error)
     details = [error_details_pb2.ErrorInfo(reason=reason, domain=NAME, metadata=error.metadata)]
+    if isinstance(error, CallerRateLimited):
+        details.append(error_details_pb2.RetryInfo(retry_delay=_duration(error.retry_after)))
     if isinstance(error, InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(
@@ -278,9 +288,11 @@ def call_log(
 ) -> Iterator[dict[str, object]]:
     """The one log line of a CancelJob: the call fills it in; it is written however it ends."""
     started = time.monotonic()
+    caller = current_caller()
     line: dict[str, object] = {
         "request_id": request_id,
-        "caller": context.peer(),
+        "caller": caller.name if caller else ANONYMOUS,
+        "peer": context.peer(),
         "job": "",
         "connection": "",
         "grpc_code": "OK",
@@ -323,13 +335,22 @@ class _EveryFewSeconds:
 
 class CancellationService:
     def __init__(
-        self, router: Router, pipeline: Pipeline, registry: Registry, drain: Drain
+        self,
+        router: Router,
+        pipeline: Pipeline,
+        registry: Registry,
+        drain: Drain,
+        metrics: Metrics,
+        callers: Callers | None = None,
     ) -> None:
         check_job_kinds(registry)
+        self._metrics = metrics
         self._router = router
         self._pipeline = pipeline
         self._registry = registry
         self._drain = drain
+        self._callers = callers or Callers((), allow_unauthenticated=True)
+        self._anonymous = Caller(ANONYMOUS, None, frozenset())
         self._undecodable = _EveryFewSeconds(60.0)
 
     async def CancelJob(  # noqa: N802 - the name is the RPC's
@@ -359,11 +380,29 @@ class CancellationService:
         context: grpc.aio.ServicerContext,
         line: dict[str, object],
     ) -> CancelResult:
-        cancel = request_from_proto(request, request_id, self._registry)
+        caller = self._admitted(request)
+        cancel = request_from_proto(request, request_id, self._registry, caller.name)
+        line["job_ids"] = job_values(cancel.job)
         route = self._router.route(cancel.job, cancel.connection)
         line["connection"] = route.settings.name
         deadline = Deadline.for_caller(context.time_remaining())
         return await self._pipeline.cancel(route, cancel, deadline)
+
+    def _admitted(self, request: gateway_pb2.CancelJobRequest) -> Caller:
+        """The caller, once it may cancel this job kind on this connection, within its rate:
+        checked before the connection lookup, so a stranger learns nothing of connections."""
+        caller = current_caller() or self._anonymous
+        field = request.WhichOneof("job")
+        kind = self._registry.job_kinds.get(field or "")
+        if kind is not None:
+            connection = request.connection or self._router.default_name(kind.upstream)
+            try:
+                self._callers.admit(caller, kind.proto_field, connection)
+            except (CallerNotPermitted, CallerRateLimited) as refused:
+                self._metrics.refused(refused)
+                raise
+            self._metrics.caller_calls.labels(caller.name).inc()
+        return caller
 
     def _decoded(
         self, request: gateway_pb2.CancelJobRequest | Undecodable

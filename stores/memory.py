@@ -79,6 +79,14 @@ class MemoryStore:
         self._wake(record)
         return True
 
+    async def renew(self, key: str, *, owner: str, lease: float) -> bool:
+        now = self._clock()
+        record = self._live(key, now)
+        if record is None or record.owner != owner:
+            return False
+        record.lease_until = now + lease
+        return True
+
     async def release(self, key: str, *, owner: str) -> None:
         record = self._live(key, self._clock())
         if record is not None and record.owner == owner:

@@ -65,6 +65,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 )
+_RENEW = (
+    _NOW
+    + """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
+return 1
+"""
+)
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -86,6 +94,7 @@ class RedisStore:
         )
         self._claim = self._redis.register_script(_CLAIM)
         self._save = self._redis.register_script(_SAVE)
+        self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
 
     async def claim(
@@ -110,6 +119,9 @@ class RedisStore:
         encoded = (encode_attempts(attempts), encode_result(result))
         held = await self._run(self._save, key, owner, state, *encoded, _ms(lease), _ms(ttl))
         return bool(held)
+
+    async def renew(self, key: str, *, owner: str, lease: float) -> bool:
+        return bool(await self._run(self._renew, key, owner, _ms(lease)))
 
     async def release(self, key: str, *, owner: str) -> None:
         await self._run(self._release, key, owner)

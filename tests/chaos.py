@@ -204,6 +204,8 @@ reset_seconds = 0.2
     return f"""
 [server]
 listen = "127.0.0.1:0"
+metrics_listen = ""
+allow_unauthenticated = true
 log_level = "info"
 [connections.kiiex]
 upstream = "kiiex"

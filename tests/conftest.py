@@ -65,7 +65,13 @@ def make_config(
 ) -> Config:
     """A config of these connections; other top-level tables (`idempotency`, `server`
     keys) may be given by name."""
-    server = {"listen": "127.0.0.1:0", "shutdown_grace_seconds": 10, **sections.pop("server", {})}
+    server = {
+        "listen": "127.0.0.1:0",
+        "shutdown_grace_seconds": 10,
+        "metrics_listen": "",
+        "allow_unauthenticated": True,
+        **sections.pop("server", {}),
+    }
     data = {"server": server, "connections": dict(connections), **sections}
     return parse_config(data, environ, REGISTRY.option_parsers)
 

@@ -4,11 +4,14 @@ accepts, and the ports, probes, secrets and paths the Deployment uses are the on
 from __future__ import annotations
 
 import re
+import tempfile
 import tomllib
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from adapters import REGISTRY
 from gateway.config import Config, parse_config
@@ -17,6 +20,7 @@ from tests.deploy.tools import DEPLOY, yaml_documents
 
 K8S = DEPLOY / "k8s"
 CONFIG_PATH = "/etc/cancelgw/gateway.toml"
+TLS_MOUNT = "/etc/cancelgw/tls/"
 
 
 def _resources() -> dict[str, dict[str, Any]]:
@@ -58,13 +62,25 @@ def _env_names(table: dict[str, Any]) -> set[str]:
     return names
 
 
+@cache
 def _config() -> Config:
+    """The ConfigMap through the real parser: its TLS files are made here (trustme), at the
+    paths it names as the Deployment would mount them."""
     data = tomllib.loads(CONFIG_TOML)
     dummy = {
         name: "redis://redis:6379/0" if name.endswith("REDIS_URL") else f"dummy-{name.lower()}"
         for name in _env_names(data)
     }
-    return parse_config(data, dummy, REGISTRY.option_parsers)
+    folder = Path(tempfile.mkdtemp())
+    issued = trustme.CA().issue_cert("cancellation-gateway")
+    tls = data["server"]["tls"]
+    blobs = {"cert_file": issued.cert_chain_pems[0], "key_file": issued.private_key_pem}
+    for key, blob in blobs.items():
+        assert tls[key].startswith(TLS_MOUNT), "the TLS files come from the mounted Secret"
+        made = folder / Path(tls[key]).name
+        blob.write_to_path(str(made))
+        tls[key] = str(made)
+    return parse_config(data, dummy, REGISTRY.option_parsers, REGISTRY.job_kinds)
 
 
 def _port(address: str) -> int:
@@ -89,10 +105,15 @@ def test_configmap_is_a_config_the_gateway_accepts() -> None:
 
 def test_ports_and_probes_match_the_config() -> None:
     server = _config().server
-    assert {"grpc": _port(server.listen), "metrics": _port(server.metrics_listen)} == PORTS
+    assert {
+        "grpc": _port(server.listen),
+        "metrics": _port(server.metrics_listen),
+        "health": _port(server.health_listen),
+    } == PORTS
     probes = {name: CONTAINER[name]["grpc"] for name in CONTAINER if name.endswith("Probe")}
     assert set(probes) == {"livenessProbe", "readinessProbe", "startupProbe"}
-    assert {probe["port"] for probe in probes.values()} == {PORTS["grpc"]}
+    # kubelet's gRPC probes speak no TLS: they go to the plaintext health-only port.
+    assert {probe["port"] for probe in probes.values()} == {PORTS["health"]}
     # Readiness asks for the gateway's own service, which goes NOT_SERVING when draining.
     assert probes["readinessProbe"]["service"] == SERVICE_NAME
     annotations = POD["metadata"]["annotations"]
@@ -118,6 +139,18 @@ def test_drain_fits_in_the_termination_grace_period() -> None:
     assert pre_stop[0] == "sleep"
     drain = float(pre_stop[1]) + _config().server.shutdown_grace
     assert POD["spec"]["terminationGracePeriodSeconds"] > drain
+
+
+def test_the_grpc_port_is_tls_and_callers_are_required() -> None:
+    server = _config().server
+    assert server.tls is not None
+    assert not server.allow_unauthenticated
+    assert _config().callers
+    tls_mount = next(m for m in CONTAINER["volumeMounts"] if m["name"] == "tls")
+    volume = next(v for v in POD["spec"]["volumes"] if v["name"] == "tls")
+    assert tls_mount["mountPath"] == TLS_MOUNT.rstrip("/")
+    assert volume["secret"]["secretName"] == "cancellation-gateway-tls"
+    assert "Secret/cancellation-gateway-tls" in RESOURCES
 
 
 def test_config_file_is_mounted_where_the_image_reads_it() -> None:

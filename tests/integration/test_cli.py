@@ -99,7 +99,7 @@ async def test_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
 def _serve_config(tmp_path: Path, listen: str) -> Path:
     config = tmp_path / "gateway.toml"
     config.write_text(
-        f'[server]\nlisten = "{listen}"\n'
+        f'[server]\nlisten = "{listen}"\nmetrics_listen = ""\nallow_unauthenticated = true\n'
         '[connections.k]\nupstream = "kiiex"\nbase_url = "http://127.0.0.1:9"\n'
         'username_env = "U"\npassword_env = "P"\n'
     )

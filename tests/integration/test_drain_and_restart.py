@@ -46,6 +46,8 @@ def _config(kiiex_url: str, *, redis: bool = False, grace: float = 5, **connecti
     return f"""
 [server]
 listen = "127.0.0.1:0"
+metrics_listen = ""
+allow_unauthenticated = true
 shutdown_grace_seconds = {grace}
 log_level = "info"
 {store}

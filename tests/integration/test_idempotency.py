@@ -83,7 +83,8 @@ async def test_the_same_key_twice_replays_without_calling_the_upstream(
     again = await stub.CancelJob(_report(report, "key-1"))
     assert kiiex_sim.calls["CancelUserReport"] == 1
     assert (first.replayed, again.replayed) == (False, True)
-    again.replayed = False
+    assert again.request_id != first.request_id  # each call's own x-request-id
+    again.replayed, again.request_id = False, first.request_id
     assert again == first
     replays = server.metrics.registry.get_sample_value(
         "cancelgw_idempotent_replays_total", {"upstream": "kiiex"}

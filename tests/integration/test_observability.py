@@ -52,7 +52,11 @@ def series(name: str, **labels: str) -> Series:
 def observed_config(connections: Mapping[str, dict[str, Any]]) -> Config:
     """A config with the metrics endpoint on a free loopback port."""
     data = {
-        "server": {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"},
+        "server": {
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "127.0.0.1:0",
+            "allow_unauthenticated": True,
+        },
         "connections": dict(connections),
     }
     return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers)
@@ -172,6 +176,7 @@ async def test_one_not_found_call_moves_exactly_its_series_by_one(observed: Obse
         series("cancelgw_job_duration_seconds_count", **job): 1,
         series("cancelgw_upstream_requests_total", **call, status_class="2xx"): 1,
         series("cancelgw_upstream_request_duration_seconds_count", **call): 1,
+        series("cancelgw_caller_calls_total", caller="anonymous"): 1,
     }
 
 
@@ -187,6 +192,7 @@ async def test_gateway_side_errors_count_by_grpc_code_and_not_as_jobs(observed: 
     assert changes == {
         series("grpc_server_started_total", **grpc_labels): 2,
         series("grpc_server_handling_seconds_count", **grpc_labels): 2,
+        series("cancelgw_caller_calls_total", caller="anonymous"): 2,  # admitted, then refused
     }
 
 
@@ -323,7 +329,9 @@ async def test_one_json_line_per_cancel_job_with_the_request_id(
     jobs = [line for line in lines if line["message"] == "cancel_job"]
     assert len(jobs) == 2
     found, invalid = jobs
-    assert found["caller"].startswith("ipv4:127.0.0.1:")
+    assert found["caller"] == "anonymous"  # a configured name: the peer is logged apart
+    assert found["peer"].startswith("ipv4:127.0.0.1:")
+    assert found["job_ids"] == {"user_report_id": MISSING_REPORT}
     assert {k: found[k] for k in ("request_id", "job", "connection", "grpc_code")} == {
         "request_id": "rq-7",
         "job": "kiiex_user_report",
@@ -422,10 +430,11 @@ async def test_metrics_endpoint_stops_with_the_gateway(start_gateway: Callable[.
             await client.get(f"http://127.0.0.1:{port}/metrics")
 
 
-async def test_metrics_endpoint_is_off_unless_configured(
+async def test_metrics_endpoint_can_be_turned_off(
     start_gateway: Callable[..., Any],
 ) -> None:
-    data = {"server": {"listen": "127.0.0.1:0"}, "connections": {"k": kiiex_connection()}}
+    server_table = {"listen": "127.0.0.1:0", "metrics_listen": "", "allow_unauthenticated": True}
+    data = {"server": server_table, "connections": {"k": kiiex_connection()}}
     _, server = await start_gateway(parse_config(data, KIIEX_ENV, REGISTRY.option_parsers))
     assert server.metrics_port is None
 
@@ -436,9 +445,10 @@ async def test_a_taken_metrics_port_fails_the_start_naming_it() -> None:
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         data = {
-            "server": {"listen": "127.0.0.1:0", "metrics_listen": address},
+            "server": {"listen": "127.0.0.1:0", "metrics_listen": address,
+                       "allow_unauthenticated": True},
             "connections": {"k": kiiex_connection()},
-        }
+        }  # fmt: skip
         server = GatewayServer(parse_config(data, KIIEX_ENV, REGISTRY.option_parsers))
         with pytest.raises(RuntimeError, match=f"cannot serve metrics on {address}"):
             await server.start()

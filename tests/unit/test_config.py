@@ -30,7 +30,8 @@ def _parse(
     environ: Mapping[str, str] = KIIEX_ENV,
     **top: Any,
 ) -> Config:
-    data: dict[str, Any] = {"connections": {"k": kiiex_connection()}, **top}
+    server = {"allow_unauthenticated": True, **top.pop("server", {})}
+    data: dict[str, Any] = {"connections": {"k": kiiex_connection()}, "server": server, **top}
     if connections is not None:
         data["connections"] = dict(connections)
     return parse_config(data, environ, REGISTRY.option_parsers)
@@ -60,7 +61,7 @@ def _minimal(**overrides: Any) -> dict[str, Any]:
 def test_valid_config_loads_into_frozen_objects_with_defaults() -> None:
     config = _parse({"main": _minimal()})
 
-    assert config.server == ServerSettings()
+    assert config.server == ServerSettings(allow_unauthenticated=True)
     conn = config.connections["main"]
     assert conn.name == "main"
     assert conn.upstream == "kiiex"
@@ -84,7 +85,9 @@ def test_explicit_values_override_defaults() -> None:
     )
     conn = config.connections["main"]
     assert (conn.timeout, conn.pool_size, conn.retry.max_attempts) == (1.5, 2, 5)
-    assert config.server == ServerSettings(listen="0.0.0.0:6000", shutdown_grace=3.0)
+    assert config.server == ServerSettings(
+        listen="0.0.0.0:6000", shutdown_grace=3.0, allow_unauthenticated=True
+    )
 
 
 def test_missing_upstream_names_the_key() -> None:
@@ -211,11 +214,21 @@ def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
         password_env = "KIIEX_PASSWORD"
         [connections.kiiex-main.retry]
         max_attempts = 2
+
+        [[callers]]
+        name = "incident-bot"
+        token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        jobs = ["kiiex_user_report"]
         """,
     )
-    config = load_config(path, KIIEX_ENV, REGISTRY.option_parsers)
+    config = load_config(path, KIIEX_ENV, REGISTRY.option_parsers, REGISTRY.job_kinds)
     assert config.server.listen == "127.0.0.1:7000"
     assert config.connections["kiiex-main"].retry.max_attempts == 2
+    (caller,) = config.callers
+    assert (caller.name, caller.jobs, caller.rate_per_second, caller.burst) == (
+        "incident-bot", frozenset({"kiiex_user_report"}), 20.0, 40
+    )  # fmt: skip
+    assert "operator-pass" in config.secrets
 
 
 def test_load_config_on_a_missing_file_names_the_path(tmp_path: Path) -> None:
@@ -266,9 +279,13 @@ class _AnySecret(Mapping[str, str]):
 
 def test_example_config_parses() -> None:
     config = load_config(
-        REPO_ROOT / "config" / "example.toml", _AnySecret(), REGISTRY.option_parsers
+        REPO_ROOT / "config" / "example.toml",
+        _AnySecret(),
+        REGISTRY.option_parsers,
+        REGISTRY.job_kinds,
     )
     assert config.connections
+    assert {c.name for c in config.callers} == {"incident-bot", "market-maker-desk"}
 
 
 def test_idempotency_defaults_to_memory_for_a_day() -> None:

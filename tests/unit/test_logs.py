@@ -81,7 +81,8 @@ def test_configure_logging_writes_json_lines_at_the_level() -> None:
 
 
 def _log_level(value: Any) -> str:
-    data = {"server": {"log_level": value}, "connections": {"k": kiiex_connection()}}
+    server = {"log_level": value, "allow_unauthenticated": True}
+    data = {"server": server, "connections": {"k": kiiex_connection()}}
     return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers).server.log_level
 
 

@@ -102,12 +102,15 @@ def test_grpc_labels_are_the_ones_go_grpc_prometheus_writes() -> None:
 
 
 def _server(**server: Any) -> Any:
-    data = {"server": server, "connections": {"k": kiiex_connection()}}
+    data = {
+        "server": {"allow_unauthenticated": True, **server},
+        "connections": {"k": kiiex_connection()},
+    }
     return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers).server
 
 
-def test_metrics_endpoint_is_off_unless_configured() -> None:
-    assert _server().metrics_listen == ""
+def test_metrics_listen_on_loopback_unless_configured_otherwise() -> None:
+    assert _server().metrics_listen == "127.0.0.1:9464"
     assert _server(metrics_listen="").metrics_listen == ""
     assert _server(metrics_listen="0.0.0.0:9464").metrics_listen == "0.0.0.0:9464"
 
@@ -119,7 +122,7 @@ def test_metrics_endpoint_is_off_unless_configured() -> None:
         ({"metrics_listen": 9464}, "server.metrics_listen: expected a str"),
         (
             {"listen": "0.0.0.0:50051", "metrics_listen": "0.0.0.0:50051"},
-            "server.metrics_listen: must not share port 50051",
+            "server.listen: port 50051 is given to two listeners",
         ),
     ],
 )

@@ -1,0 +1,137 @@
+"""Who is calling, and what they may do: identity from a bearer token (configured only as
+its SHA-256) or a client certificate's subject, per-caller permissions by job kind and
+connection, and a token bucket per caller.
+
+Knows no gRPC: the interceptor hands in what the transport saw (the `authorization` value,
+the certificate's names); the servicer asks `admit` before it looks up a connection.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.config import CallerSettings
+from gateway.errors import CallerNotPermitted, CallerRateLimited, Unauthenticated
+from gateway.resilience import Clock
+
+ANONYMOUS = "anonymous"
+"""The caller of a gateway that allows unauthenticated calls, when none is presented."""
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; each call takes one."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock = time.monotonic) -> None:
+        self._rate, self._burst, self._clock = rate, float(burst), clock
+        self._tokens, self._at = float(burst), clock()
+
+    def take(self) -> float:
+        """0 when a token was taken, else the seconds until one will be there."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+
+@dataclass
+class Caller:
+    name: str
+    jobs: frozenset[str] | None  # None: every job kind (the anonymous caller)
+    connections: frozenset[str]  # empty: every connection of its jobs
+    bucket: TokenBucket | None = field(default=None, repr=False)
+
+    def may(self, job: str, connection: str) -> bool:
+        job_ok = self.jobs is None or job in self.jobs
+        return job_ok and (not self.connections or connection in self.connections)
+
+
+_current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+
+
+def current_caller() -> Caller | None:
+    """The caller the authentication interceptor identified for this RPC."""
+    return _current.get()
+
+
+def bind_caller(caller: Caller) -> contextvars.Token[Caller | None]:
+    return _current.set(caller)
+
+
+def unbind_caller(token: contextvars.Token[Caller | None]) -> None:
+    _current.reset(token)
+
+
+class Callers:
+    def __init__(
+        self,
+        settings: Sequence[CallerSettings],
+        *,
+        allow_unauthenticated: bool,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._by_digest = {s.token_sha256: s for s in settings if s.token_sha256}
+        self._by_subject = {s.cert_subject: s for s in settings if s.cert_subject}
+        self._callers = {
+            s.name: Caller(
+                s.name, s.jobs, s.connections, TokenBucket(s.rate_per_second, s.burst, clock)
+            )
+            for s in settings
+        }
+        self._anonymous = Caller(ANONYMOUS, None, frozenset()) if allow_unauthenticated else None
+
+    @property
+    def names(self) -> list[str]:
+        """Every name a caller can have here (for the metric series)."""
+        return [*self._callers, *([ANONYMOUS] if self._anonymous else [])]
+
+    def identify(self, *, authorization: Sequence[str], cert_names: Iterable[str]) -> Caller:
+        """The caller a bearer token names (when one is sent), else the one a client
+        certificate's CN or SAN names; anonymous only where allowed and nothing was sent."""
+        if authorization:
+            return self._callers[self._by_token(authorization).name]
+        for name in cert_names:
+            if name in self._by_subject:
+                return self._callers[self._by_subject[name].name]
+        if self._anonymous is not None and not cert_names:
+            return self._anonymous
+        if cert_names:
+            raise Unauthenticated("the client certificate names no configured caller")
+        raise Unauthenticated(
+            "no credentials: send `authorization: Bearer <token>` or a client certificate"
+        )
+
+    def _by_token(self, authorization: Sequence[str]) -> CallerSettings:
+        if len(authorization) != 1:
+            raise Unauthenticated("send exactly one authorization value")
+        scheme, _, token = authorization[0].partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or not token.isascii():
+            raise Unauthenticated("authorization must be `Bearer <token>`")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        # Every digest is compared, each in constant time: no early exit tells which was near.
+        found = [s for d, s in self._by_digest.items() if hmac.compare_digest(d, digest)]
+        if not found:
+            raise Unauthenticated("the bearer token is no configured caller's")
+        return found[0]
+
+    @staticmethod
+    def admit(caller: Caller, job: str, connection: str) -> None:
+        """Raises unless `caller` may cancel `job` on `connection` now."""
+        if not caller.may(job, connection):
+            raise CallerNotPermitted(
+                f"caller {caller.name} may not cancel {job} on connection {connection or '(none)'}",
+                {"caller": caller.name, "job": job, "connection": connection},
+            )
+        wait = caller.bucket.take() if caller.bucket is not None else 0.0
+        if wait:
+            raise CallerRateLimited(
+                f"caller {caller.name} is over its rate; retry in {wait:.2f}s", wait
+            )
