@@ -37,10 +37,13 @@ class TokenStore:
     ttl: float
     clock: Clock
     _expiry: dict[str, float] = field(default_factory=dict)
+    issued: list[str] = field(default_factory=list)
+    """Every token ever issued, live or not (leak tests look for each)."""
 
     def issue(self) -> str:
         token = secrets.token_hex(16)
         self._expiry[token] = self.clock() + self.ttl
+        self.issued.append(token)
         return token
 
     def is_live(self, token: str | None) -> bool:

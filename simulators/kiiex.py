@@ -205,6 +205,10 @@ class KiiexSimulator:
     def expire_sessions(self) -> None:
         self._sessions.expire_all()
 
+    @property
+    def issued_tokens(self) -> list[str]:
+        return self._sessions.issued
+
     async def _dispatch(self, request: Request) -> Response:
         name = request.path_params["function"]
         is_login = name == "AuthenticateUser"

@@ -21,10 +21,25 @@ class _Server(uvicorn.Server):
 class LoopbackServer:
     """``async with LoopbackServer(app) as server: httpx.get(server.url)``."""
 
-    def __init__(self, app: ASGIApp, port: int = 0, startup_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        port: int = 0,
+        startup_timeout: float = 5.0,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        """`tls`: (certificate file, key file) to serve HTTPS instead of HTTP."""
+        certfile, keyfile = tls if tls else (None, None)
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
         )
+        self._scheme = "https" if tls else "http"
         self._server = _Server(config)
         self._startup_timeout = startup_timeout
         self._task: asyncio.Task[None] | None = None
@@ -32,7 +47,7 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> "LoopbackServer":
         self._task = asyncio.create_task(self._serve())

@@ -110,6 +110,10 @@ class ZuoraSimulator:
     def expire_tokens(self) -> None:
         self._tokens.expire_all()
 
+    @property
+    def issued_tokens(self) -> list[str]:
+        return self._tokens.issued
+
     def _error(self, status: int, code: int, message: str) -> JSONResponse:
         # Pre-2024-05-20 Zuora reported v1 errors in the body of an HTTP 200.
         return JSONResponse(_failure(code, message), 200 if self.errors_as_http_200 else status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2_grpc
 from gateway.config import Config, parse_config
+from gateway.logs import JsonFormatter
 from gateway.server import GatewayServer
 from simulators import ManualClock
 from simulators.kiiex import KiiexSimulator
@@ -61,7 +64,7 @@ def zuora_connection(base_url: str | None = "http://zuora.sim", **overrides: Any
 def make_config(
     connections: Mapping[str, dict[str, Any]],
     environ: Mapping[str, str] = KIIEX_ENV,
-    **sections: dict[str, Any],
+    **sections: Any,
 ) -> Config:
     """A config of these connections; other top-level tables (`idempotency`, `server`
     keys) may be given by name."""
@@ -138,3 +141,18 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log record of the process, as the JSON lines `configure_logging` writes."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # debug included: nothing may leak at any level
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import re
 import signal
 import sys
@@ -10,6 +12,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trustme
+
+from simulators.kiiex import KiiexSimulator
+from simulators.loopback import LoopbackServer
+from tests.processes import serve
 
 CANCELGW = str(Path(sys.executable).parent / "cancelgw")
 STARTUP_SECONDS = 20.0
@@ -153,3 +160,49 @@ async def test_cancel_with_an_idempotency_key_replays_the_second_time(
     assert "replayed=False" in first[1]
     assert again[1].startswith("CANCELED")
     assert "replayed=True" in again[1]
+
+
+async def test_cancel_speaks_mtls_with_a_token_from_the_environment(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    files = {}
+    for name, issued in (("server", ca.issue_cert("127.0.0.1")),
+                         ("client", ca.issue_cert("ops-cli", common_name="ops-cli"))):  # fmt: skip
+        files[f"{name}.crt"] = tmp_path / f"{name}.crt"
+        files[f"{name}.key"] = tmp_path / f"{name}.key"
+        issued.cert_chain_pems[0].write_to_path(str(files[f"{name}.crt"]))
+        issued.private_key_pem.write_to_path(str(files[f"{name}.key"]))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    token = "cli-token-d41d8"
+    sim = KiiexSimulator()
+    report = sim.add_report()
+    async with LoopbackServer(sim.app) as kiiex:
+        config = f"""
+[server]
+listen = "127.0.0.1:0"
+metrics_listen = ""
+[server.tls]
+cert_file = "{files["server.crt"]}"
+key_file = "{files["server.key"]}"
+client_ca_file = "{tmp_path / "ca.pem"}"
+[connections.k]
+upstream = "kiiex"
+base_url = "{kiiex.url}"
+username_env = "U"
+password_env = "P"
+[[callers]]
+name = "ops"
+token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"
+jobs = ["kiiex_user_report"]
+"""
+        served = await serve(tmp_path, config, {"U": "operator", "P": "operator-pass"})
+        tls = ("--ca", str(tmp_path / "ca.pem"), "--cert", str(files["client.crt"]),
+               "--key", str(files["client.key"]))  # fmt: skip
+        argv = ("cancel", "--target", served.target, *tls, "kiiex-report", report)
+        env = {**os.environ, "CANCELGW_TOKEN": token}
+        served_ok = await _run(*argv, env=env)
+        no_token = await _run(*argv, env={k: v for k, v in env.items() if k != "CANCELGW_TOKEN"})
+        served.process.terminate()
+        await served.process.wait()
+    assert (served_ok[0], served_ok[1].split()[:1]) == (0, ["ACCEPTED"]), served_ok[2]
+    assert no_token[0] != 0
+    assert "UNAUTHENTICATED" in no_token[2]  # the certificate names no caller: the token did

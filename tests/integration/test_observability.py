@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import Config, parse_config
-from gateway.logs import JsonFormatter
 from gateway.server import GatewayServer
 from simulators.faults import Fault
 from simulators.kiiex import KiiexSimulator
@@ -299,21 +297,6 @@ async def test_breaker_opens_then_answers_without_calling_the_upstream(
     job = {"upstream": "kiiex", "operation": "CancelUserReport"}
     failed = series("cancelgw_jobs_total", **job, outcome="failed", reason="upstream_unavailable")
     assert samples[failed] == 3
-
-
-@pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
-    """Every log record of the process, as the JSON lines `configure_logging` writes."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)  # debug included: nothing may leak at any level
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 async def test_one_json_line_per_cancel_job_with_the_request_id(

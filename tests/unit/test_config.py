@@ -330,3 +330,69 @@ def test_a_timeout_that_cannot_finish_in_the_drain_is_refused() -> None:
 def test_a_pool_larger_than_the_bulkhead_is_refused() -> None:
     error = _error({"k": _minimal(pool_size=40, max_in_flight=32)})
     assert error.startswith("connections.k.pool_size: keeps 40 connections open")
+
+
+DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+def _caller(**fields: Any) -> dict[str, Any]:
+    table = {"name": "bot", "token_sha256": DIGEST, "jobs": ["kiiex_user_report"], **fields}
+    return {key: value for key, value in table.items() if value is not None}
+
+
+def _caller_error(*callers: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"connections": {"k": kiiex_connection()}, "callers": list(callers)},
+            KIIEX_ENV,
+            REGISTRY.option_parsers,
+            REGISTRY.job_kinds,
+        )
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("callers", "message"),
+    [
+        ([_caller(name="bad name")], "callers[0].name: letters, digits"),
+        ([_caller(), _caller(token_sha256=None, cert_subject="x")], "callers[1].name: another"),
+        ([_caller(), _caller(name="b2")], "callers[1].token_sha256: another caller"),
+        ([_caller(token_sha256="secret-token")], "callers[0].token_sha256: the SHA-256"),
+        ([_caller(token_sha256=DIGEST.upper())], "callers[0].token_sha256: the SHA-256"),
+        ([_caller(token_sha256=None)], "callers[0].token_sha256: give token_sha256 or cert"),
+        ([_caller(jobs=[])], "callers[0].jobs: list the job kinds"),
+        ([_caller(jobs=["kiiex_typo"])], "callers[0].jobs: no job kind 'kiiex_typo'"),
+        ([_caller(jobs="kiiex_user_report")], "callers[0].jobs: expected a list"),
+        ([_caller(connections=["nope"])], "callers[0].connections: no connection named 'nope'"),
+        ([_caller(rate_per_second=0)], "callers[0].rate_per_second: must be a positive"),
+        ([_caller(burst=0)], "callers[0].burst: must be from 1"),
+        ([_caller(extra=1)], "callers[0].extra: unknown key"),
+    ],
+)
+def test_bad_callers_are_refused_naming_the_key(
+    callers: list[dict[str, Any]], message: str
+) -> None:
+    assert _caller_error(*callers).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"cert_file": "__FILE__"}, "server.tls.cert_file: give both cert_file and key_file"),
+        ({"client_ca_file": "__FILE__"}, "server.tls.client_ca_file: needs cert_file"),
+        ({"cert_file": "/no/such.crt", "key_file": "__FILE__"}, "server.tls.cert_file: cannot"),
+        ({"cert": "x"}, "server.tls.cert: unknown key"),
+    ],
+)
+def test_bad_tls_settings_name_the_key(
+    tls: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    real = tmp_path / "some.pem"
+    real.write_text("pem")
+    tls = {k: str(real) if v == "__FILE__" else v for k, v in tls.items()}
+    assert _error(server={"allow_unauthenticated": True, "tls": tls}).startswith(message)
+
+
+def test_health_listen_may_not_share_a_port() -> None:
+    error = _error(server={"listen": "0.0.0.0:7000", "health_listen": "0.0.0.0:7000"})
+    assert error.endswith("port 7000 is given to two listeners")
