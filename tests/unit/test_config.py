@@ -384,9 +384,7 @@ def test_bad_callers_are_refused_naming_the_key(
         ({"cert": "x"}, "server.tls.cert: unknown key"),
     ],
 )
-def test_bad_tls_settings_name_the_key(
-    tls: dict[str, str], message: str, tmp_path: Path
-) -> None:
+def test_bad_tls_settings_name_the_key(tls: dict[str, str], message: str, tmp_path: Path) -> None:
     real = tmp_path / "some.pem"
     real.write_text("pem")
     tls = {k: str(real) if v == "__FILE__" else v for k, v in tls.items()}
