@@ -1,18 +1,27 @@
 """HTTP plumbing the adapters share: one client per connection, one `send` that turns every
 transport failure into a table key and reports the exchange, and body helpers that keep
-what reaches a caller bounded and free of secrets."""
+what reaches a caller bounded and free of secrets.
+
+The engine: httpx2 (the maintained fork of httpx, same API) over aiohttp's connection pool
+(httpx-aiohttp's transport): measured against httpx 0.28, httpx2 alone and aiohttp alone,
+it kept the httpx API at close to aiohttp's cost per call (README, Performance). Tests
+inject httpx2 transports (ASGI, mock) in its place.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import httpx
+import aiohttp
+import httpx2
+from httpx_aiohttp.httpx2 import AiohttpTransport
 
 from adapters.codes import TIMEOUT, UNREACHABLE, UNREADABLE
 from adapters.guard import UpstreamFailure
 from gateway.config import ConnectionSettings
 from gateway.model import Delivery, JsonValue
+from gateway.secrets import SECRETS
 from gateway.upstream import observer
 
 OPERATION = "cancelgw.operation"
@@ -35,8 +44,27 @@ _MAX_DEPTH = 16
 _MAX_ITEMS = 100
 
 
-# The connection failed before any byte of the request left: nothing can have landed.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+def _classified(error: httpx2.TransportError) -> tuple[str, bool]:
+    """(table key, whether the request can have left) of a transport failure.
+
+    aiohttp's own exception says which phase failed (httpx-aiohttp maps a reset after the
+    request went out to ConnectTimeout, which would read as "never sent"): it decides when
+    there is one; httpx2's class otherwise.
+    """
+    cause = error.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return UNREACHABLE, False  # no connection: nothing left
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return TIMEOUT, False  # connecting, or waiting for a pooled connection
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return TIMEOUT, True  # reading the answer
+    if isinstance(cause, aiohttp.ClientError):
+        return UNREACHABLE, True  # reset, disconnected, a body cut short
+    if isinstance(error, httpx2.ConnectError):
+        return UNREACHABLE, False
+    if isinstance(error, httpx2.ConnectTimeout | httpx2.PoolTimeout):
+        return TIMEOUT, False
+    return (TIMEOUT if isinstance(error, httpx2.TimeoutException) else UNREACHABLE), True
 
 
 class Exchange:
@@ -55,45 +83,83 @@ class Exchange:
         self.delivery = Delivery.NO_ANSWER
 
 
+class _OnceTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, on a session that never repeats a request by itself.
+
+    aiohttp quietly sends an idempotent request (DELETE, GET) again when a reused connection
+    turns out to be closed; the repeat of a cancel whose first copy landed would then answer
+    "already canceled" with no trace of the first. The gateway decides about repeats (and
+    shows each one), so the session's private switch is turned off; if aiohttp drops it,
+    this fails at the first request rather than repeat cancels unseen.
+    """
+
+    def get_client(self) -> aiohttp.ClientSession:
+        session = super().get_client()
+        if not hasattr(session, "_retry_connection"):
+            raise RuntimeError("aiohttp no longer lets its hidden request retries be turned off")
+        session._retry_connection = False
+        return session
+
+
+def engine_client(
+    *,
+    limit: int,
+    keep: int,
+    base_url: str = "",
+    timeout: float = 5.0,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
+    """An httpx2 client on the engine: at most `limit` connections, `keep` of them kept
+    for reuse (aiohttp keeps its idle connections until they expire instead)."""
+    limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=keep)
+    return httpx2.AsyncClient(
+        base_url=base_url,
+        limits=limits,
+        timeout=timeout,
+        transport=transport or _OnceTransport(limits=limits),
+        follow_redirects=False,  # credentials are never sent on to another host
+    )
+
+
 def http_client(
-    connection: ConnectionSettings, base_url: str, transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
+    connection: ConnectionSettings, base_url: str, transport: httpx2.AsyncBaseTransport | None
+) -> httpx2.AsyncClient:
     """The client for a connection's cancels and reads. It may open as many connections as
     the bulkhead lets calls in (`max_in_flight`), so an attempt holding a slot never waits
-    for a connection; it keeps `pool_size` of them open between calls."""
-    limits = httpx.Limits(
-        max_connections=connection.max_in_flight, max_keepalive_connections=connection.pool_size
-    )
-    return httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=connection.timeout, transport=transport
+    for a connection."""
+    return engine_client(
+        limit=connection.max_in_flight,
+        keep=connection.pool_size,
+        base_url=base_url,
+        timeout=connection.timeout,
+        transport=transport,
     )
 
 
 def login_client(
-    connection: ConnectionSettings, base_url: str, transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
+    connection: ConnectionSettings, base_url: str, transport: httpx2.AsyncBaseTransport | None
+) -> httpx2.AsyncClient:
     """A client of its own for logins and token fetches, so they never queue behind cancels
     (one login serves every call of the connection, so one connection is enough)."""
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=connection.timeout, transport=transport
+    return engine_client(
+        limit=1, keep=1, base_url=base_url, timeout=connection.timeout, transport=transport
     )
 
 
-def operation_of(request: httpx.Request) -> str:
+def operation_of(request: httpx2.Request) -> str:
     tagged = request.extensions.get(OPERATION)
     return tagged if isinstance(tagged, str) and tagged else request.method
 
 
 async def send(
-    client: httpx.AsyncClient,
-    request: httpx.Request,
+    client: httpx2.AsyncClient,
+    request: httpx2.Request,
     timeout: float,
     exchange: Exchange | None = None,
-) -> httpx.Response:
+) -> httpx2.Response:
     """Sends one request, raising UpstreamFailure for everything that is not an HTTP answer;
     marks `exchange` (see `Exchange`) when the request is the call's cancel."""
-    request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+    request.extensions["timeout"] = httpx2.Timeout(timeout).as_dict()
     started, status_class = time.monotonic(), "error"
     if exchange is not None:
         exchange.delivery = Delivery.NO_ANSWER
@@ -103,26 +169,27 @@ async def send(
         if exchange is not None:
             exchange.delivery = Delivery.ANSWERED
         return response
-    except _NOT_SENT as error:
-        if exchange is not None:
+    except httpx2.TransportError as error:
+        code, may_have_left = _classified(error)
+        if exchange is not None and not may_have_left:
             exchange.delivery = Delivery.NOT_SENT
-        if isinstance(error, httpx.TimeoutException):
-            raise UpstreamFailure(
-                TIMEOUT, f"{type(error).__name__} after {timeout:.2f}s"
-            ) from error
-        raise UpstreamFailure(UNREACHABLE, f"ConnectError: {error}") from error
-    except httpx.TimeoutException as error:
-        raise UpstreamFailure(TIMEOUT, f"{type(error).__name__} after {timeout:.2f}s") from error
-    # Other errors' texts may quote what was sent, headers and tokens included: name the kind.
-    except httpx.TransportError as error:
-        raise UpstreamFailure(UNREACHABLE, type(error).__name__) from error
-    except httpx.HTTPError as error:  # an answer that cannot be decoded (bad gzip, ...)
+        raise UpstreamFailure(code, _described(error, code, may_have_left, timeout)) from error
+    except httpx2.HTTPError as error:  # an answer that cannot be decoded (bad gzip, ...)
         raise UpstreamFailure(UNREADABLE, type(error).__name__) from error
     finally:
         observer().http_call(operation_of(request), status_class, time.monotonic() - started)
 
 
-def json_body(response: httpx.Response) -> JsonValue:
+def _described(error: Exception, code: str, may_have_left: bool, timeout: float) -> str:
+    kind = type(error.__cause__ or error).__name__
+    if code == TIMEOUT:
+        return f"{kind} after {timeout:.2f}s"
+    if not may_have_left:  # about connecting only: host, port, certificate
+        return f"ConnectError: {error}"
+    return kind  # its text may quote what was sent, headers and tokens included
+
+
+def json_body(response: httpx2.Response) -> JsonValue:
     """The parsed body, or UpstreamFailure(UNREADABLE) when it is not JSON."""
     try:
         body: JsonValue = response.json()
@@ -140,22 +207,25 @@ def redacted(value: Any, depth: int = 0) -> JsonValue:
         return "[truncated: nested too deep]"
     if isinstance(value, dict):
         return {
-            str(k): "[redacted]" if str(k).lower() in _SECRET_KEYS else redacted(v, depth + 1)
+            SECRETS.scrub(str(k)): (
+                "[redacted]" if str(k).lower() in _SECRET_KEYS else redacted(v, depth + 1)
+            )
             for k, v in list(value.items())[:_MAX_ITEMS]
         }
     if isinstance(value, list):
         return [redacted(v, depth + 1) for v in value[:_MAX_ITEMS]]
-    if isinstance(value, str) and len(value) > _MAX_TEXT:
-        return value[:_MAX_TEXT] + "…"
+    if isinstance(value, str):  # scrubbed whole, then cut: never half a secret
+        text = SECRETS.scrub(value)
+        return text[:_MAX_TEXT] + "…" if len(text) > _MAX_TEXT else text
     return value  # type: ignore[no-any-return]
 
 
-def raw_text(response: httpx.Response) -> JsonValue:
+def raw_text(response: httpx2.Response) -> JsonValue:
     """A non-JSON body, kept short, for `upstream_response`."""
-    return {"status": response.status_code, "text": response.text[:_MAX_TEXT]}
+    return {"status": response.status_code, "text": SECRETS.scrub(response.text)[:_MAX_TEXT]}
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx2.Response) -> float | None:
     """`Retry-After` in seconds; the HTTP-date form is rare for APIs and is ignored."""
     value = response.headers.get("retry-after", "")
     try:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
 from adapters.guard import AuthRefused, UpstreamFailure, answered
@@ -185,7 +185,7 @@ def _guid_matches(request_id: Any, report_id: str) -> bool:
 
 class KiiexAdapter:
     def __init__(
-        self, connection: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None
+        self, connection: ConnectionSettings, transport: httpx2.AsyncBaseTransport | None = None
     ) -> None:
         self._options: KiiexOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
@@ -272,10 +272,10 @@ class KiiexAdapter:
 
     async def _call(
         self, function: str, payload: JsonValue, timeout: float, exchange: Exchange | None = None
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """One function call with the shared session, renewed once if KIIEX says it is not."""
 
-        async def send_with(session: _Session) -> httpx.Response:
+        async def send_with(session: _Session) -> httpx2.Response:
             request = self._client.build_request(
                 "POST",
                 f"{self._options.path_prefix}/{function}",
@@ -312,7 +312,7 @@ class KiiexAdapter:
         )
 
 
-def _login_body(response: httpx.Response) -> dict[str, Any]:
+def _login_body(response: httpx2.Response) -> dict[str, Any]:
     """The AuthenticateUser answer as an object; trouble that is no refusal raises as such."""
     status = response.status_code
     if response.text.strip().upper() == RATE_LIMIT_TEXT:
@@ -361,7 +361,7 @@ def _cancel_payload(job: JobKind) -> dict[str, JsonValue]:
     raise TypeError(f"KIIEX does not cancel {type(job).__name__}")
 
 
-def _says_not_authorized(response: httpx.Response) -> bool:
+def _says_not_authorized(response: httpx2.Response) -> bool:
     if response.status_code == 401:
         return True
     try:
@@ -374,7 +374,7 @@ def _says_not_authorized(response: httpx.Response) -> bool:
     return any(_envelope(e)[0] == NOT_AUTHORIZED for e in envelopes if e is not None)
 
 
-def _reply(response: httpx.Response, legs: tuple[str, ...]) -> UpstreamReply:
+def _reply(response: httpx2.Response, legs: tuple[str, ...]) -> UpstreamReply:
     if response.text.strip().upper() == RATE_LIMIT_TEXT:
         return _http_failure(response, legs, RATE_LIMIT_TEXT)
     status = status_key(CODES, response.status_code)
@@ -431,7 +431,7 @@ def _leg_envelopes(body: JsonValue, legs: tuple[str, ...]) -> list[Any] | None:
 
 
 def _http_failure(
-    response: httpx.Response, legs: tuple[str, ...], key: str, body: JsonValue = None
+    response: httpx2.Response, legs: tuple[str, ...], key: str, body: JsonValue = None
 ) -> UpstreamReply:
     status = f"HTTP {response.status_code}"
     return failed_reply(

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
 from adapters.guard import AuthRefused, UpstreamFailure, answered
@@ -207,7 +207,7 @@ class _Token:
     refresh_at: float
 
 
-def _signal(response: httpx.Response, body: JsonValue) -> tuple[str, str, str]:
+def _signal(response: httpx2.Response, body: JsonValue) -> tuple[str, str, str]:
     """(table key, code shown to the caller, message) for a parsed answer."""
     reasons = body.get("reasons") if isinstance(body, dict) else None
     if isinstance(reasons, list) and reasons and isinstance(reasons[0], dict):
@@ -244,7 +244,7 @@ def _reason_code(code: object) -> str:
     return code if isinstance(code, str) and code.isascii() and code.isdigit() else ""
 
 
-def _reply(response: httpx.Response) -> UpstreamReply:
+def _reply(response: httpx2.Response) -> UpstreamReply:
     try:
         body = json_body(response)
     except UpstreamFailure:
@@ -271,7 +271,7 @@ _RUN_CANCELLED = frozenset({"CANCELLED", "CANCELED"})  # the docs spell it CANCE
 _RUN_ENDED = frozenset({"COMPLETED", "ERROR", "INVALID"})
 
 
-def _run_check(response: httpx.Response) -> LegCheck:
+def _run_check(response: httpx2.Response) -> LegCheck:
     """What `GET .../reportruns/{id}` says of a run."""
     body = json_body(response) if response.is_success else None
     key, _, _ = _signal(response, body) if body is not None else ("", "", "")
@@ -292,7 +292,7 @@ def _run_check(response: httpx.Response) -> LegCheck:
 
 class ZuoraAdapter:
     def __init__(
-        self, connection: ConnectionSettings, transport: httpx.AsyncBaseTransport | None = None
+        self, connection: ConnectionSettings, transport: httpx2.AsyncBaseTransport | None = None
     ) -> None:
         self._options: ZuoraOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
@@ -364,10 +364,10 @@ class ZuoraAdapter:
         operation: str,
         timeout: float,
         exchange: Exchange | None = None,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """One call with the connection's credentials; an OAuth token is refreshed once on 401."""
 
-        async def send_with(auth: dict[str, str]) -> httpx.Response:
+        async def send_with(auth: dict[str, str]) -> httpx2.Response:
             headers = dict(auth)
             if self._options.entity_ids:
                 headers["Zuora-Entity-Ids"] = self._options.entity_ids
@@ -413,7 +413,7 @@ class ZuoraAdapter:
         return _Token(token, time.monotonic() + refresh_in)
 
 
-def _token_error(response: httpx.Response) -> str:
+def _token_error(response: httpx2.Response) -> str:
     try:
         body: Any = response.json()
         return str(body["reasons"][0]["message"])

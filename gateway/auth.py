@@ -12,7 +12,7 @@ import contextvars
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.config import CallerSettings
@@ -33,7 +33,8 @@ class TokenBucket:
     def take(self) -> float:
         """0 when a token was taken, else the seconds until one will be there."""
         now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        elapsed = max(0.0, now - self._at)  # a clock that stepped back refills nothing
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
         self._at = now
         if self._tokens >= 1.0:
             self._tokens -= 1.0
@@ -92,21 +93,30 @@ class Callers:
         """Every name a caller can have here (for the metric series)."""
         return [*self._callers, *([ANONYMOUS] if self._anonymous else [])]
 
-    def identify(self, *, authorization: Sequence[str], cert_names: Iterable[str]) -> Caller:
+    def identify(self, *, authorization: Sequence[str], cert_names: Sequence[str]) -> Caller:
         """The caller a bearer token names (when one is sent), else the one a client
-        certificate's CN or SAN names; anonymous only where allowed and nothing was sent."""
+        certificate names (its SANs; its CN only when it has none); anonymous only where
+        allowed and nothing was sent. A certificate naming two callers names none."""
         if authorization:
             return self._callers[self._by_token(authorization).name]
-        for name in cert_names:
-            if name in self._by_subject:
-                return self._callers[self._by_subject[name].name]
-        if self._anonymous is not None and not cert_names:
-            return self._anonymous
+        named = {self._by_subject[n].name for n in cert_names if n in self._by_subject}
+        if len(named) == 1:
+            return self._callers[named.pop()]
+        if named:
+            raise Unauthenticated("the client certificate names more than one caller")
         if cert_names:
             raise Unauthenticated("the client certificate names no configured caller")
+        if self._anonymous is not None:
+            return self._anonymous
         raise Unauthenticated(
             "no credentials: send `authorization: Bearer <token>` or a client certificate"
         )
+
+    def anonymous(self) -> Caller:
+        """The caller of a call the interceptor did not see; only where anonymous is allowed."""
+        if self._anonymous is None:
+            raise Unauthenticated("no caller was identified for this call")
+        return self._anonymous
 
     def _by_token(self, authorization: Sequence[str]) -> CallerSettings:
         if len(authorization) != 1:

@@ -169,8 +169,23 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(args.target, credentials)
 
 
+def _refusal(args: argparse.Namespace, token: str) -> str:
+    """Why these options must not be used together, or ""."""
+    if (args.cert is None) != (args.key is None):
+        return "give --cert and --key together"
+    host = args.target.rpartition(":")[0].strip("[]")
+    plaintext = args.ca is None and args.cert is None
+    if token and plaintext and host not in ("127.0.0.1", "localhost", "::1"):
+        return f"will not send ${args.token_env} in plaintext to {host}: give --ca (TLS)"
+    return ""
+
+
 def _cancel(args: argparse.Namespace) -> int:
     token = os.environ.get(args.token_env, "")
+    refusal = _refusal(args, token)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     with _channel(args) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)

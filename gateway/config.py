@@ -8,6 +8,8 @@ live in the file; it names the environment variables that hold them.
 from __future__ import annotations
 
 import re
+import ssl
+import tempfile
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -296,7 +298,29 @@ def _tls(table: Table) -> TlsSettings | None:
         return None
     if cert is None or key is None:
         raise ConfigError(f"{table.key('cert_file')}: give both cert_file and key_file")
+    _check_pem(table, cert, key, ca)
     return TlsSettings(cert, key, ca)
+
+
+def _check_pem(table: Table, cert: bytes, key: bytes, ca: bytes | None) -> None:
+    """The certificate and key load and belong together; the CA bundle loads."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as folder:
+        cert_path, key_path = Path(folder, "cert.pem"), Path(folder, "key.pem")
+        cert_path.write_bytes(cert)
+        key_path.write_bytes(key)
+        try:
+            context.load_cert_chain(cert_path, key_path)
+        except (ssl.SSLError, ValueError) as error:
+            raise ConfigError(
+                f"{table.key('cert_file')}: the certificate and key do not load as a pair "
+                f"({error.__class__.__name__})"
+            ) from error
+    if ca is not None:
+        try:
+            context.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError) as error:
+            raise ConfigError(f"{table.key('client_ca_file')}: not a PEM CA bundle") from error
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -307,6 +331,8 @@ def _caller(table: Table, connections: Mapping[str, ConnectionSettings]) -> Call
     name = table.string("name")
     if not _NAME.fullmatch(name):
         raise ConfigError(f"{table.key('name')}: letters, digits, '.', '_', '-'; at most 64")
+    if name == "anonymous":
+        raise ConfigError(f"{table.key('name')}: 'anonymous' is the name of no-one in particular")
     token = table.string("token_sha256", "")
     if token and not _SHA256.fullmatch(token):
         raise ConfigError(
@@ -314,6 +340,11 @@ def _caller(table: Table, connections: Mapping[str, ConnectionSettings]) -> Call
             "characters (never the token itself)"
         )
     subject = table.string("cert_subject", "")
+    if subject and (":" in subject.partition("@")[0] or not subject.isprintable()):
+        raise ConfigError(
+            f"{table.key('cert_subject')}: the name itself (a DNS name, or an e-mail address), "
+            f"no type prefix, got {subject!r}"
+        )
     if not token and not subject:
         raise ConfigError(f"{table.key('token_sha256')}: give token_sha256 or cert_subject")
     unknown = sorted(set(table.strings("connections")) - set(connections))
@@ -342,6 +373,18 @@ def _callers(tables: list[Table], config: Config, job_kinds: Collection[str] | N
         raise ConfigError(
             "callers: no [[callers]] configured: add one, or set "
             "server.allow_unauthenticated = true (only where nobody else can reach it)"
+        )
+    if config.callers and config.server.allow_unauthenticated:
+        raise ConfigError(
+            "server.allow_unauthenticated: with [[callers]] configured, a call without "
+            "credentials would pass none of their limits; choose one"
+        )
+    if any(c.cert_subject for c in config.callers) and (
+        config.server.tls is None or config.server.tls.client_ca is None
+    ):
+        raise ConfigError(
+            "server.tls.client_ca_file: callers named by cert_subject need client "
+            "certificates, which only mTLS asks for"
         )
     known = sorted(job_kinds or ())
     seen: set[tuple[str, str]] = set()

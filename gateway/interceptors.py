@@ -183,11 +183,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             for key, value in handler_call_details.invocation_metadata or ()
             if key == "authorization"
         ]
-        return _wrap(handler, lambda context: self._authenticated(context, authorization))
+        method = handler_call_details.method
+        wrapped = _wrap(
+            handler, lambda context: self._authenticated(context, authorization, method)
+        )
+        if wrapped is handler:  # a handler kind it cannot wrap must not run unauthenticated
+            raise TypeError(f"cannot authenticate {handler_call_details.method}: not async")
+        return wrapped
 
     @contextlib.asynccontextmanager
     async def _authenticated(
-        self, context: grpc.aio.ServicerContext, authorization: list[str]
+        self, context: grpc.aio.ServicerContext, authorization: list[str], method: str
     ) -> AsyncIterator[None]:
         try:
             caller = self._callers.identify(
@@ -197,7 +203,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._metrics.refused(error)
             log.info(
                 "refused",
-                extra={"peer": context.peer(), "grpc_code": "UNAUTHENTICATED",
+                extra={"peer": context.peer(), "method": method, "grpc_code": "UNAUTHENTICATED",
                        "error_reason": "UNAUTHENTICATED", "detail": error.message},
             )  # fmt: skip
             await context.abort_with_status(rich_status(error))
@@ -209,7 +215,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def certificate_names(context: grpc.aio.ServicerContext) -> list[str]:
-    """The verified client certificate's subject CN and SANs (none without mTLS)."""
+    """The names a verified client certificate gives its holder (none without mTLS): its
+    SANs, or its subject CN when it has no SAN (as TLS host checks do)."""
     seen = context.auth_context() or {}
-    names = [*seen.get("x509_common_name", ()), *seen.get("x509_subject_alternative_name", ())]
+    names = seen.get("x509_subject_alternative_name") or seen.get("x509_common_name") or ()
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]

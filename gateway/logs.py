@@ -58,7 +58,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # httpx logs each request line at INFO; the upstream metrics count them, so only
+    # httpx2 logs each request line at INFO; the upstream metrics count them, so only
     # debugging wants them too.
     debugging = root.level <= logging.DEBUG
-    logging.getLogger("httpx").setLevel(logging.DEBUG if debugging else logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.DEBUG if debugging else logging.WARNING)

@@ -48,7 +48,7 @@ from gateway.outcomes import (
 )
 from gateway.resilience import Deadline, Permit, backoff_delays, is_outage, worth_retrying
 from gateway.router import Route
-from gateway.secrets import SECRETS, SecretBook, scrubbed
+from gateway.secrets import SECRETS, SecretBook, scrubbed, scrubbed_legs
 from gateway.upstream import ConfirmState, LegCheck, observing
 
 Pause = Callable[[float], Awaitable[bool]]
@@ -249,6 +249,8 @@ class Pipeline:
             started = time.monotonic()
             with observing(call.route.metrics):
                 reply = await call.route.adapter.cancel(job, timeout=timeout)
+            # Clean before it is written down anywhere (the ledger may be a shared Redis).
+            reply = replace(reply, legs=scrubbed_legs(reply.legs, self._secrets))
             seconds = time.monotonic() - started
             call.latency += seconds
             call.history.append(

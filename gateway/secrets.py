@@ -10,44 +10,65 @@ quoted in a late answer, is still caught).
 
 from __future__ import annotations
 
-import re
+import json
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from gateway.model import CancelResult, LegResult
 
 REDACTED = "[redacted]"
-# Shorter values would scrub ordinary words; nothing that short is a secret worth the name.
-_SHORTEST = 4
+# Shorter values would scrub ordinary words; nothing that short is a secret worth the name
+# (the composition root warns about configured ones).
+SHORTEST = 4
 _TOKENS_KEPT = 32  # a current and a previous token for each of many connections
+
+
+def _forms(value: str) -> set[str]:
+    """A secret as it may appear in echoed text: as is, form- or URL-encoded (a login body,
+    a query), JSON-escaped (a body quoted inside another)."""
+    return {value, quote_plus(value), quote(value, safe=""), json.dumps(value)[1:-1]}
 
 
 class SecretBook:
     def __init__(self) -> None:
         self._configured: set[str] = set()
         self._tokens: OrderedDict[str, None] = OrderedDict()
-        self._pattern: re.Pattern[str] | None = None
-        self._values: tuple[str, ...] = ()
+        self._values: tuple[str, ...] | None = ()
 
     def configured(self, values: set[str] | frozenset[str]) -> None:
-        self._configured |= {v for v in values if len(v) >= _SHORTEST}
-        self._pattern = None
+        self._configured |= {f for v in values if len(v) >= SHORTEST for f in _forms(v)}
+        self._values = None
 
     def issued(self, token: str) -> None:
         """A session or OAuth token the gateway just received."""
-        if len(token) < _SHORTEST or token in self._tokens:
+        if len(token) < SHORTEST or token in self._tokens:
             return
         self._tokens[token] = None
         while len(self._tokens) > _TOKENS_KEPT:
             self._tokens.popitem(last=False)
-        self._pattern = None
+        self._values = None
 
     def scrub(self, text: str) -> str:
-        pattern = self._compiled()
-        if pattern is None or not any(value in text for value in self._values):
+        """`text` with every span any secret covers replaced; overlapping secrets are
+        cut out whole, not one leaving a piece of the other."""
+        values = self._known()
+        if not any(value in text for value in values):
             return text  # the common case, found by plain substring search
-        return pattern.sub(REDACTED, text)
+        spans = sorted(
+            (start, start + len(value)) for value in values for start in _occurrences(text, value)
+        )
+        out, at = [], 0
+        for start, end in spans:
+            if end <= at:
+                continue
+            if start > at:
+                out += [text[at:start], REDACTED]
+            elif not out:
+                out.append(REDACTED)
+            at = max(at, end)
+        return "".join([*out, text[at:]])
 
     def scrub_json(self, value: Any) -> Any:
         """A JSON-like value with every string (keys included) scrubbed."""
@@ -59,15 +80,18 @@ class SecretBook:
             return [self.scrub_json(v) for v in value]
         return value
 
-    def _compiled(self) -> re.Pattern[str] | None:
-        if self._pattern is None:
-            self._values = tuple(
-                sorted(self._configured | set(self._tokens), key=len, reverse=True)
-            )
-            if not self._values:
-                return None
-            self._pattern = re.compile("|".join(re.escape(v) for v in self._values))
-        return self._pattern
+    def _known(self) -> tuple[str, ...]:
+        if self._values is None:
+            self._values = tuple(self._configured | set(self._tokens))
+        return self._values
+
+
+def _occurrences(text: str, value: str) -> list[int]:
+    found, start = [], text.find(value)
+    while start != -1:
+        found.append(start)
+        start = text.find(value, start + 1)
+    return found
 
 
 SECRETS = SecretBook()
@@ -79,12 +103,14 @@ def scrubbed(result: CancelResult, book: SecretBook = SECRETS) -> CancelResult:
     return replace(
         result,
         message=book.scrub(result.message),
-        legs=tuple(_leg(leg, book) for leg in result.legs),
+        legs=scrubbed_legs(result.legs, book),
         upstream_response=book.scrub_json(result.upstream_response),
-        history=tuple(
-            replace(a, legs=tuple(_leg(leg, book) for leg in a.legs)) for a in result.history
-        ),
+        history=tuple(replace(a, legs=scrubbed_legs(a.legs, book)) for a in result.history),
     )
+
+
+def scrubbed_legs(legs: tuple[LegResult, ...], book: SecretBook = SECRETS) -> tuple[LegResult, ...]:
+    return tuple(_leg(leg, book) for leg in legs)
 
 
 def _leg(leg: LegResult, book: SecretBook) -> LegResult:

@@ -28,7 +28,7 @@ from gateway.metrics import Metrics, possible_results
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.router import Router
-from gateway.secrets import SECRETS
+from gateway.secrets import SECRETS, SHORTEST
 from gateway.service import CancellationService, rpc_handler
 from stores.memory import MemoryStore
 from stores.redis import RedisStore
@@ -133,6 +133,8 @@ class GatewayServer:
         )
         self.health = DrainAwareHealth(self.drain)
         SECRETS.configured(config.secrets)
+        if any(len(secret) < SHORTEST for secret in config.secrets):
+            log.warning(f"a configured secret is shorter than {SHORTEST} characters: not scrubbed")
         callers = Callers(config.callers, allow_unauthenticated=config.server.allow_unauthenticated)
         self.metrics.prepare_callers(callers.names)
         # Probes and schema discovery need no credentials; CancelJob always does.

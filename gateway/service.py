@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 
 from cancellation.v1 import gateway_pb2
 from gateway import NAME
-from gateway.auth import ANONYMOUS, Caller, Callers, current_caller
+from gateway.auth import Caller, Callers, current_caller
 from gateway.drain import Drain
 from gateway.errors import (
     CallerNotPermitted,
@@ -291,7 +291,7 @@ def call_log(
     caller = current_caller()
     line: dict[str, object] = {
         "request_id": request_id,
-        "caller": caller.name if caller else ANONYMOUS,
+        "caller": caller.name if caller else "unidentified",
         "peer": context.peer(),
         "job": "",
         "connection": "",
@@ -341,7 +341,7 @@ class CancellationService:
         registry: Registry,
         drain: Drain,
         metrics: Metrics,
-        callers: Callers | None = None,
+        callers: Callers,
     ) -> None:
         check_job_kinds(registry)
         self._metrics = metrics
@@ -349,8 +349,7 @@ class CancellationService:
         self._pipeline = pipeline
         self._registry = registry
         self._drain = drain
-        self._callers = callers or Callers((), allow_unauthenticated=True)
-        self._anonymous = Caller(ANONYMOUS, None, frozenset())
+        self._callers = callers
         self._undecodable = _EveryFewSeconds(60.0)
 
     async def CancelJob(  # noqa: N802 - the name is the RPC's
@@ -380,7 +379,7 @@ class CancellationService:
         context: grpc.aio.ServicerContext,
         line: dict[str, object],
     ) -> CancelResult:
-        caller = self._admitted(request)
+        caller = self._admitted(request, line)
         cancel = request_from_proto(request, request_id, self._registry, caller.name)
         line["job_ids"] = job_values(cancel.job)
         route = self._router.route(cancel.job, cancel.connection)
@@ -388,13 +387,15 @@ class CancellationService:
         deadline = Deadline.for_caller(context.time_remaining())
         return await self._pipeline.cancel(route, cancel, deadline)
 
-    def _admitted(self, request: gateway_pb2.CancelJobRequest) -> Caller:
+    def _admitted(self, request: gateway_pb2.CancelJobRequest, line: dict[str, object]) -> Caller:
         """The caller, once it may cancel this job kind on this connection, within its rate:
         checked before the connection lookup, so a stranger learns nothing of connections."""
-        caller = current_caller() or self._anonymous
+        caller = current_caller() or self._callers.anonymous()
         field = request.WhichOneof("job")
         kind = self._registry.job_kinds.get(field or "")
         if kind is not None:
+            message = getattr(request, kind.proto_field)
+            line["job_ids"] = {f.name: getattr(message, f.name) for f in job_fields(kind)}
             connection = request.connection or self._router.default_name(kind.upstream)
             try:
                 self._callers.admit(caller, kind.proto_field, connection)

@@ -333,7 +333,11 @@ def _judge(case: Case, answer: Any, tally: Tally) -> None:
     tally.outcomes[f"{outcome} {pb.Reason.Name(answer.reason).removeprefix('REASON_')}"] += 1
     found = untruths(answer, case.check())
     if found:
-        tally.untrue.append(f"{answer.request_id}: {'; '.join(found)}")
+        attempts = [
+            f"{pb.Delivery.Name(a.delivery)}:{','.join(leg.upstream_message for leg in a.legs)}"
+            for a in answer.attempt_history
+        ]
+        tally.untrue.append(f"{answer.request_id}: {'; '.join(found)} {attempts}")
     else:
         tally.truthful += 1
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
+import httpx2
 import pytest
 
 from adapters import REGISTRY
@@ -98,7 +98,7 @@ async def start_gateway() -> AsyncIterator[Callable[..., Any]]:
     started: list[tuple[GatewayServer, grpc.aio.Channel]] = []
 
     async def start(
-        config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+        config: Config, transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None
     ) -> tuple[gateway_pb2_grpc.CancellationGatewayStub, GatewayServer]:
         server = GatewayServer(config, transports)
         port = await server.start()
@@ -118,7 +118,7 @@ async def kiiex_gateway(
 ) -> tuple[gateway_pb2_grpc.CancellationGatewayStub, GatewayServer]:
     """A gateway whose one KIIEX connection talks to the simulator in-process."""
     config = make_config({"kiiex-main": kiiex_connection()})
-    transport = httpx.ASGITransport(app=kiiex_sim.app)
+    transport = httpx2.ASGITransport(app=kiiex_sim.app)
     result: tuple[gateway_pb2_grpc.CancellationGatewayStub, GatewayServer] = await start_gateway(
         config, {"kiiex-main": transport}
     )

@@ -206,3 +206,18 @@ jobs = ["kiiex_user_report"]
     assert (served_ok[0], served_ok[1].split()[:1]) == (0, ["ACCEPTED"]), served_ok[2]
     assert no_token[0] != 0
     assert "UNAUTHENTICATED" in no_token[2]  # the certificate names no caller: the token did
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--target", "gateway.example:443"), "will not send $CANCELGW_TOKEN in plaintext"),
+        (("--target", "127.0.0.1:1", "--cert", "c.pem"), "give --cert and --key together"),
+    ],
+)
+async def test_cancel_refuses_to_send_credentials_carelessly(
+    extra: tuple[str, ...], message: str
+) -> None:
+    env = {**os.environ, "CANCELGW_TOKEN": "t0ken"}
+    code, _, err = await _run("cancel", *extra, "kiiex-report", "x", env=env)
+    assert (code, message in err) == (2, True)

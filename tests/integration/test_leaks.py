@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import httpx
+import httpx2
 import pytest
 from google.protobuf import json_format
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,6 +22,7 @@ from gateway.server import GatewayServer
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from simulators.zuora import ZuoraSimulator
+from stores.memory import MemoryStore
 from tests.conftest import kiiex_connection, make_config, zuora_connection
 
 SECRETS = {
@@ -117,19 +118,21 @@ def _requests(echoing: dict[str, Any], connection: str) -> pb.CancelJobRequest:
         report = echoing["kiiex"].add_report()
         return pb.CancelJobRequest(
             kiiex_user_report=pb.KiiexUserReport(user_report_id=report), connection=connection,
-            wait_for_confirmation=True,
+            wait_for_confirmation=True, idempotency_key=report,
         )  # fmt: skip
     run = echoing["zuora"].add_run()
     return pb.CancelJobRequest(
-        zuora_report_run=pb.ZuoraReportRun(report_run_id=run), connection=connection
-    )
+        zuora_report_run=pb.ZuoraReportRun(report_run_id=run), connection=connection,
+        idempotency_key=run,
+    )  # fmt: skip
 
 
 async def test_no_secret_or_token_reaches_an_envelope_an_error_a_log_or_the_metrics(
     echoing: dict[str, Any], captured_logs: Any
 ) -> None:
     config = make_config(_connections(echoing["urls"]), SECRETS,
-                         server={"metrics_listen": "127.0.0.1:0"})  # fmt: skip
+                         server={"metrics_listen": "127.0.0.1:0"},
+                         idempotency={"store": "memory"})  # fmt: skip
     server = GatewayServer(config)
     port = await server.start()
     seen: list[str] = []
@@ -152,14 +155,17 @@ async def test_no_secret_or_token_reaches_an_envelope_an_error_a_log_or_the_metr
             echo.plan = [(200, "oauth-error"), (500, "html")]  # the login answers echo too
             seen.append(await _answer(stub, _requests(echoing, connection)))
             echo.plan = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")).text
+    assert isinstance(server.store, MemoryStore)
+    stored = "\n".join(r.attempts + r.result for r in server.store._records.values())
+    assert stored.count("you sent") > 0, "the echoes were written down"
     await server.stop(grace=0.5)
 
     tokens = echoing["kiiex"].issued_tokens + echoing["zuora"].issued_tokens
     assert len(tokens) >= 3, "a session per KIIEX connection and an OAuth token were issued"
     everything = {"envelopes and errors": "\n".join(seen), "logs": captured_logs.getvalue(),
-                  "metrics": metrics}  # fmt: skip
+                  "metrics": metrics, "the idempotency store": stored}  # fmt: skip
     assert any("you sent" in text for text in seen), "the upstreams did echo"
     for where, text in everything.items():
         for secret in [*SECRET_VALUES, *tokens]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import httpx
+import httpx2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -62,7 +62,7 @@ def observed_config(connections: Mapping[str, dict[str, Any]]) -> Config:
 
 async def scrape_text(server: GatewayServer) -> str:
     assert server.metrics_port, "the metrics endpoint is not serving"
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         response = await client.get(f"http://127.0.0.1:{server.metrics_port}/metrics")
     response.raise_for_status()
     return response.text
@@ -113,7 +113,7 @@ class Observed:
 async def observed(start_gateway: Callable[..., Any], kiiex_sim: KiiexSimulator) -> Observed:
     tokens = HeaderRecorder(kiiex_sim.app, kiiex_sim.token_header)
     config = observed_config({"kiiex-main": kiiex_connection()})
-    transport = httpx.ASGITransport(app=tokens)
+    transport = httpx2.ASGITransport(app=tokens)
     stub, server = await start_gateway(config, {"kiiex-main": transport})
     return Observed(stub, server, kiiex_sim, tokens)
 
@@ -330,10 +330,10 @@ async def test_one_json_line_per_cancel_job_with_the_request_id(
     assert len(invalid["request_id"]) == 32  # generated: none was sent
 
 
-class BrokenTransport(httpx.AsyncBaseTransport):
+class BrokenTransport(httpx2.AsyncBaseTransport):
     """Fails the way a bug does: with an exception no layer expects."""
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         raise RuntimeError("bug in the transport")
 
 
@@ -364,7 +364,7 @@ async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
 
     monkeypatch.setattr("gateway.pipeline.envelope", broken)
     config = observed_config({"k": kiiex_connection()})
-    stub, server = await start_gateway(config, {"k": httpx.ASGITransport(app=kiiex_sim.app)})
+    stub, server = await start_gateway(config, {"k": httpx2.ASGITransport(app=kiiex_sim.app)})
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(_report(MISSING_REPORT))
     assert raised.value.code() is grpc.StatusCode.UNKNOWN
@@ -408,8 +408,8 @@ async def test_metrics_endpoint_stops_with_the_gateway(start_gateway: Callable[.
     _, server = await start_gateway(observed_config({"k": kiiex_connection()}))
     port = server.metrics_port
     await server.stop(grace=0)
-    with pytest.raises(httpx.ConnectError):
-        async with httpx.AsyncClient() as client:
+    with pytest.raises(httpx2.ConnectError):
+        async with httpx2.AsyncClient() as client:
             await client.get(f"http://127.0.0.1:{port}/metrics")
 
 

@@ -45,8 +45,11 @@ CALLERS: list[dict[str, Any]] = [
      "rate_per_second": 1000, "burst": 1000},
     {"name": "desk", "token_sha256": digest(DESK_TOKEN), "jobs": ["kiiex_user_report"],
      "connections": ["other"], "rate_per_second": 1, "burst": 2},
-    {"name": "mm-desk", "cert_subject": "mm-desk.internal", "jobs": ["kiiex_user_report"]},
 ]  # fmt: skip
+CERT_CALLERS = [
+    {"name": "mm-desk", "cert_subject": "mm-desk.internal", "jobs": ["kiiex_user_report"]},
+    {"name": "desk-2", "cert_subject": "desk.internal", "jobs": ["kiiex_user_report"]},
+]
 
 
 @pytest.fixture
@@ -93,8 +96,10 @@ def _config(kiiex_url: str, **server: Any) -> Any:
         "k": kiiex_connection(kiiex_url),
         "other": kiiex_connection(kiiex_url, default=False),
     }
+    mtls = bool(server.get("tls", {}).get("client_ca_file"))
+    callers = [*CALLERS, *CERT_CALLERS] if mtls else CALLERS  # cert callers need mTLS
     return make_config(
-        connections, server={"allow_unauthenticated": False, **server}, callers=CALLERS
+        connections, server={"allow_unauthenticated": False, **server}, callers=callers
     )
 
 
@@ -349,3 +354,27 @@ async def test_the_sandbox_refuses_to_listen_beyond_loopback() -> None:
     with pytest.raises(RuntimeError, match="only on loopback"):
         async with sandbox("0.0.0.0:0"):
             pass
+
+
+async def test_a_certificate_is_named_by_its_sans_and_may_not_name_two_callers(
+    start_gateway: Callable[..., Any], kiiex_http: LoopbackServer, kiiex_sim: KiiexSimulator,
+    pki: Pki,
+) -> None:  # fmt: skip
+    port = await _tls_gateway(start_gateway, kiiex_http.url, pki, mtls=True)
+
+    def cert(common_name: str, *sans: str) -> grpc.ChannelCredentials:
+        issued = pki.ca.issue_cert(*sans, common_name=common_name)
+        return grpc.ssl_channel_credentials(
+            pki.ca.cert_pem.bytes(), issued.private_key_pem.bytes(),
+            issued.cert_chain_pems[0].bytes(),
+        )  # fmt: skip
+
+    outcomes = []
+    for credentials in (cert("mm-desk.internal", "stranger.internal"),
+                        cert("x", "mm-desk.internal", "desk.internal")):  # fmt: skip
+        async with _channel(port, credentials) as channel:
+            stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
+            outcomes.append(await _refused(stub.CancelJob(_report(kiiex_sim.add_report()))))
+    # The CN counts only without SANs; here the SAN names nobody.
+    assert outcomes[0][:2] == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert outcomes[1][:2] == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")

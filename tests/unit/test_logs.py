@@ -21,11 +21,11 @@ from tests.conftest import KIIEX_ENV, kiiex_connection
 def restored_root() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    httpx_level = logging.getLogger("httpx").level
+    httpx_level = logging.getLogger("httpx2").level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    logging.getLogger("httpx").setLevel(httpx_level)
+    logging.getLogger("httpx2").setLevel(httpx_level)
 
 
 def _format(record: logging.LogRecord) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def test_configure_logging_writes_json_lines_at_the_level() -> None:
     logging.getLogger("gateway.service").warning("kept", extra={"request_id": "rq-2"})
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["message"], line["request_id"]) for line in lines] == [("kept", "rq-2")]
-    assert logging.getLogger("httpx").level == logging.WARNING
+    assert logging.getLogger("httpx2").level == logging.WARNING
 
 
 def _log_level(value: Any) -> str:

@@ -3,7 +3,7 @@ around the adapter call, with a bounded operation label, and nothing outside one
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from adapters.guard import UpstreamFailure
@@ -12,15 +12,15 @@ from gateway.metrics import Metrics
 from gateway.upstream import observer, observing
 
 
-def _client(status: int | None) -> httpx.AsyncClient:
+def _client(status: int | None) -> httpx2.AsyncClient:
     """Answers every request with `status`, or fails to connect when None."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         if status is None:
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(status, json={})
+            raise httpx2.ConnectError("refused", request=request)
+        return httpx2.Response(status, json={})
 
-    return httpx.AsyncClient(base_url="http://up.sim", transport=httpx.MockTransport(handler))
+    return httpx2.AsyncClient(base_url="http://up.sim", transport=httpx2.MockTransport(handler))
 
 
 def _requests(metrics: Metrics, operation: str, status_class: str) -> float | None:
@@ -28,7 +28,7 @@ def _requests(metrics: Metrics, operation: str, status_class: str) -> float | No
     return metrics.registry.get_sample_value("cancelgw_upstream_requests_total", labels)
 
 
-def _tagged(client: httpx.AsyncClient, path: str, operation: str) -> httpx.Request:
+def _tagged(client: httpx2.AsyncClient, path: str, operation: str) -> httpx2.Request:
     return client.build_request("POST", path, extensions={OPERATION: operation})
 
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from adapters.kiiex import KiiexAdapter
@@ -20,22 +20,22 @@ from tests.conftest import kiiex_connection, make_config, zuora_connection
 REPORT = KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")
 RUN = ZuoraReportRun("ff808081529f4e3401529fd61f080074")
 LOGIN_PATHS = ("/ap/AuthenticateUser", "/oauth/token")
-Answer = Callable[[httpx.Request], Any]
+Answer = Callable[[httpx2.Request], Any]
 
 
-def _login(request: httpx.Request) -> httpx.Response:
+def _login(request: httpx2.Request) -> httpx2.Response:
     if request.url.path == "/oauth/token":
-        return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
-    return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+        return httpx2.Response(200, json={"access_token": "t", "expires_in": 3600})
+    return httpx2.Response(200, json={"Authenticated": True, "SessionToken": "t"})
 
 
 def _adapters(cancel: Answer, login: Answer = _login) -> list[tuple[Adapter, JobKind]]:
-    async def answer(request: httpx.Request) -> httpx.Response:
+    async def answer(request: httpx2.Request) -> httpx2.Response:
         handler = login if request.url.path in LOGIN_PATHS else cancel
         result = handler(request)
         return await result if asyncio.iscoroutine(result) else result  # type: ignore[no-any-return]
 
-    transport = httpx.MockTransport(answer)
+    transport = httpx2.MockTransport(answer)
     config = make_config({"k": kiiex_connection(), "z": zuora_connection()})
     return [
         (KiiexAdapter(config.connections["k"], transport), REPORT),
@@ -43,14 +43,14 @@ def _adapters(cancel: Answer, login: Answer = _login) -> list[tuple[Adapter, Job
     ]
 
 
-def _raising(error: type[httpx.TransportError]) -> Answer:
-    def answer(request: httpx.Request) -> httpx.Response:
+def _raising(error: type[httpx2.TransportError]) -> Answer:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         raise error("boom", request=request)
 
     return answer
 
 
-async def _hang(request: httpx.Request) -> httpx.Response:
+async def _hang(request: httpx2.Request) -> httpx2.Response:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
 
@@ -58,17 +58,17 @@ async def _hang(request: httpx.Request) -> httpx.Response:
 @pytest.mark.parametrize(
     ("cancel", "delivery"),
     [
-        (_raising(httpx.ConnectError), Delivery.NOT_SENT),
-        (_raising(httpx.ConnectTimeout), Delivery.NOT_SENT),
-        (_raising(httpx.PoolTimeout), Delivery.NOT_SENT),
-        (_raising(httpx.ReadTimeout), Delivery.NO_ANSWER),
-        (_raising(httpx.ReadError), Delivery.NO_ANSWER),
-        (_raising(httpx.RemoteProtocolError), Delivery.NO_ANSWER),
-        (_raising(httpx.WriteError), Delivery.NO_ANSWER),
+        (_raising(httpx2.ConnectError), Delivery.NOT_SENT),
+        (_raising(httpx2.ConnectTimeout), Delivery.NOT_SENT),
+        (_raising(httpx2.PoolTimeout), Delivery.NOT_SENT),
+        (_raising(httpx2.ReadTimeout), Delivery.NO_ANSWER),
+        (_raising(httpx2.ReadError), Delivery.NO_ANSWER),
+        (_raising(httpx2.RemoteProtocolError), Delivery.NO_ANSWER),
+        (_raising(httpx2.WriteError), Delivery.NO_ANSWER),
         (_hang, Delivery.NO_ANSWER),  # the whole-call budget ran out while it was on its way
-        (lambda r: httpx.Response(200, text="<html>oops</html>"), Delivery.NO_ANSWER),
-        (lambda r: httpx.Response(503, text="Service Unavailable"), Delivery.ANSWERED),
-        (lambda r: httpx.Response(404, text="Not Found"), Delivery.ANSWERED),
+        (lambda r: httpx2.Response(200, text="<html>oops</html>"), Delivery.NO_ANSWER),
+        (lambda r: httpx2.Response(503, text="Service Unavailable"), Delivery.ANSWERED),
+        (lambda r: httpx2.Response(404, text="Not Found"), Delivery.ANSWERED),
     ],
     ids=["connect", "connect-timeout", "pool", "read-timeout", "read", "protocol", "write",
          "hang", "garbage-200", "503", "404"],
@@ -83,16 +83,16 @@ async def test_delivery_of_the_cancel(cancel: Answer, delivery: Delivery) -> Non
 
 @pytest.mark.parametrize(
     "login",
-    [_raising(httpx.ConnectError), _raising(httpx.ReadTimeout), _hang,
-     lambda r: httpx.Response(503, text="down")],
+    [_raising(httpx2.ConnectError), _raising(httpx2.ReadTimeout), _hang,
+     lambda r: httpx2.Response(503, text="down")],
     ids=["connect", "read-timeout", "hang", "503"],
 )  # fmt: skip
 async def test_a_failed_login_means_the_cancel_was_never_sent(login: Answer) -> None:
-    sent: list[httpx.Request] = []
+    sent: list[httpx2.Request] = []
 
-    def cancel(request: httpx.Request) -> httpx.Response:
+    def cancel(request: httpx2.Request) -> httpx2.Response:
         sent.append(request)
-        return httpx.Response(200, json={})
+        return httpx2.Response(200, json={})
 
     for adapter, job in _adapters(cancel, login):
         reply = await adapter.cancel(job, timeout=0.3)
@@ -102,7 +102,7 @@ async def test_a_failed_login_means_the_cancel_was_never_sent(login: Answer) -> 
 
 
 async def test_zuora_success_with_an_unknown_text_may_have_landed() -> None:
-    answer = lambda r: httpx.Response(200, json={"success": True, "response": "done?"})  # noqa: E731
+    answer = lambda r: httpx2.Response(200, json={"success": True, "response": "done?"})  # noqa: E731
     adapter, job = _adapters(answer)[1]
     reply = await adapter.cancel(job, timeout=1.0)
     await adapter.aclose()
@@ -131,11 +131,11 @@ async def test_zuora_success_with_an_unknown_text_may_have_landed() -> None:
 async def test_zuora_reads_the_run_to_confirm(
     status: int, body: object, state: ConfirmState
 ) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def read(request: httpx.Request) -> httpx.Response:
+    def read(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(status, json=body)
+        return httpx2.Response(status, json=body)
 
     adapter, job = _adapters(read)[1]
     (check,) = await adapter.confirm(job, timeout=1.0)
@@ -147,7 +147,7 @@ async def test_zuora_reads_the_run_to_confirm(
 
 
 def _quote_answer(status: int, bid: object, ask: object, **headers: str) -> Answer:
-    return lambda r: httpx.Response(
+    return lambda r: httpx2.Response(
         status, json={"BidResult": bid, "AskResult": ask}, headers=headers
     )
 
@@ -200,7 +200,7 @@ async def test_kiiex_an_open_quotes_answer_without_both_sides_confirms_nothing(
 ) -> None:
     """A generic error envelope from GetOpenQuotes (found by the chaos run) once read as
     "no quote is open any more": CANCELED for a quote nobody had canceled."""
-    adapter, _ = _adapters(lambda r: httpx.Response(200, json=body))[0]
+    adapter, _ = _adapters(lambda r: httpx2.Response(200, json=body))[0]
     quote = KiiexQuote(oms_id=1, bid_quote_id=1, ask_quote_id=2, instrument_id=1, account_id=7)
     checks = await adapter.confirm(quote, timeout=1.0)
     await adapter.aclose()

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from adapters.kiiex import KiiexAdapter
@@ -21,18 +21,18 @@ from tests.conftest import kiiex_connection, make_config
 
 REPORT = KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")
 ACCEPTED = {"result": True, "errormsg": None, "errorcode": 0, "detail": None}
-Handler = Callable[[httpx.Request], Any]
+Handler = Callable[[httpx2.Request], Any]
 
 
 def _kiiex(handler: Handler, **options: Any) -> KiiexAdapter:
     config = make_config({"k": kiiex_connection(**options)})
-    return KiiexAdapter(config.connections["k"], httpx.MockTransport(handler))
+    return KiiexAdapter(config.connections["k"], httpx2.MockTransport(handler))
 
 
 def _login_then(answer: Handler, login: dict[str, Any] | None = None) -> Handler:
-    async def handle(request: httpx.Request) -> httpx.Response:
+    async def handle(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("/AuthenticateUser"):
-            return httpx.Response(200, json=login or {"Authenticated": True, "SessionToken": "t"})
+            return httpx2.Response(200, json=login or {"Authenticated": True, "SessionToken": "t"})
         result = answer(request)
         return await result if asyncio.iscoroutine(result) else result  # type: ignore[no-any-return]
 
@@ -40,9 +40,9 @@ def _login_then(answer: Handler, login: dict[str, Any] | None = None) -> Handler
 
 
 async def test_a_slow_drip_is_cut_at_the_whole_call_timeout() -> None:
-    async def drip(request: httpx.Request) -> httpx.Response:
+    async def drip(request: httpx2.Request) -> httpx2.Response:
         await asyncio.sleep(30)  # never reached in full: the adapter's budget ends first
-        return httpx.Response(200, json=ACCEPTED)
+        return httpx2.Response(200, json=ACCEPTED)
 
     adapter = _kiiex(_login_then(drip))
     started = asyncio.get_running_loop().time()
@@ -55,11 +55,11 @@ async def test_a_slow_drip_is_cut_at_the_whole_call_timeout() -> None:
 async def test_concurrent_calls_share_one_failed_login() -> None:
     logins = 0
 
-    async def refuse_slowly(request: httpx.Request) -> httpx.Response:
+    async def refuse_slowly(request: httpx2.Request) -> httpx2.Response:
         nonlocal logins
         logins += 1
         await asyncio.sleep(0.05)
-        return httpx.Response(200, json={"Authenticated": False, "errormsg": "Locked"})
+        return httpx2.Response(200, json={"Authenticated": False, "errormsg": "Locked"})
 
     adapter = _kiiex(refuse_slowly)
     replies = await asyncio.gather(*(adapter.cancel(REPORT, timeout=5.0) for _ in range(8)))
@@ -71,19 +71,19 @@ async def test_concurrent_calls_share_one_failed_login() -> None:
 @pytest.mark.parametrize(
     ("login", "reason", "retryable"),
     [
-        (httpx.Response(503, text="down"), Reason.UPSTREAM_ERROR, True),
-        (httpx.Response(429, text="TOO MANY REQUESTS"), Reason.RATE_LIMITED, True),
+        (httpx2.Response(503, text="down"), Reason.UPSTREAM_ERROR, True),
+        (httpx2.Response(429, text="TOO MANY REQUESTS"), Reason.RATE_LIMITED, True),
         (
-            httpx.Response(200, json={"result": False, "errorcode": 102}),
+            httpx2.Response(200, json={"result": False, "errorcode": 102}),
             Reason.UPSTREAM_ERROR,
             True,
         ),
-        (httpx.Response(401, json={}), Reason.UNAUTHORIZED, False),
-        (httpx.Response(200, json={"Authenticated": False}), Reason.UNAUTHORIZED, False),
+        (httpx2.Response(401, json={}), Reason.UNAUTHORIZED, False),
+        (httpx2.Response(200, json={"Authenticated": False}), Reason.UNAUTHORIZED, False),
     ],
 )
 async def test_login_trouble_is_told_apart_from_refused_credentials(
-    login: httpx.Response, reason: Reason, retryable: bool
+    login: httpx2.Response, reason: Reason, retryable: bool
 ) -> None:
     adapter = _kiiex(lambda request: login)
     (leg,) = (await adapter.cancel(REPORT, timeout=5.0)).legs
@@ -94,7 +94,7 @@ async def test_login_trouble_is_told_apart_from_refused_credentials(
 async def test_an_unsendable_session_token_never_reaches_the_envelope() -> None:
     token = "sess-TOPSECRET-42\n"
     login = {"Authenticated": True, "SessionToken": token}
-    adapter = _kiiex(_login_then(lambda request: httpx.Response(200, json=ACCEPTED), login))
+    adapter = _kiiex(_login_then(lambda request: httpx2.Response(200, json=ACCEPTED), login))
     reply = await adapter.cancel(REPORT, timeout=5.0)
     assert reply.legs[0].reason is Reason.BAD_UPSTREAM_RESPONSE
     assert "TOPSECRET" not in repr(reply)
@@ -102,8 +102,8 @@ async def test_an_unsendable_session_token_never_reaches_the_envelope() -> None:
 
 
 async def test_bad_compression_is_an_unreadable_answer_not_a_crash() -> None:
-    def bad_gzip(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"not gzip", headers={"content-encoding": "gzip"})
+    def bad_gzip(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=b"not gzip", headers={"content-encoding": "gzip"})
 
     adapter = _kiiex(_login_then(bad_gzip))
     (leg,) = (await adapter.cancel(REPORT, timeout=5.0)).legs
@@ -125,7 +125,7 @@ async def test_bad_compression_is_an_unreadable_answer_not_a_crash() -> None:
 )
 async def test_any_body_fits_a_response_a_client_can_parse(body: dict[str, Any]) -> None:
     text = json.dumps(body).encode()
-    adapter = _kiiex(_login_then(lambda request: httpx.Response(200, content=text)))
+    adapter = _kiiex(_login_then(lambda request: httpx2.Response(200, content=text)))
     reply = await adapter.cancel(REPORT, timeout=5.0)
     await adapter.aclose()
     result = CancelResult(

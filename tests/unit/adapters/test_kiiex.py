@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -22,7 +22,7 @@ from simulators.kiiex import KiiexSimulator
 from tests.conftest import kiiex_connection, make_config
 
 
-def _adapter(transport: httpx.AsyncBaseTransport, **options: Any) -> KiiexAdapter:
+def _adapter(transport: httpx2.AsyncBaseTransport, **options: Any) -> KiiexAdapter:
     env = {"KIIEX_USERNAME": "operator", "KIIEX_PASSWORD": "operator-pass", "KEY": "sim-api-key",
            "SECRET": "sim-api-secret"}  # fmt: skip
     config = make_config({"k": kiiex_connection(**options)}, env)
@@ -31,7 +31,7 @@ def _adapter(transport: httpx.AsyncBaseTransport, **options: Any) -> KiiexAdapte
 
 @pytest.fixture
 async def adapter(kiiex_sim: KiiexSimulator) -> AsyncIterator[KiiexAdapter]:
-    adapter = _adapter(httpx.ASGITransport(app=kiiex_sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=kiiex_sim.app))
     yield adapter
     await adapter.aclose()
 
@@ -113,7 +113,7 @@ async def test_real_report_is_accepted_then_cancelled(
 
 async def test_pending_cancel_is_not_yet_confirmed(clock: ManualClock) -> None:
     sim = KiiexSimulator(clock=clock, cancel_settle_seconds=30)
-    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=sim.app))
     report = sim.add_report()
     await adapter.cancel(KiiexUserReport(report), timeout=5.0)
     (pending,) = await adapter.confirm(KiiexUserReport(report), timeout=5.0)
@@ -143,7 +143,7 @@ async def test_one_login_serves_many_calls(
 @pytest.mark.parametrize("style", ["errorcode", "http401"])
 async def test_expired_session_logs_in_again_once(clock: ManualClock, style: Any) -> None:
     sim = KiiexSimulator(clock=clock, session_ttl=60, unauthorized_style=style)
-    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=sim.app))
     await _cancel(adapter, sim)
     clock.advance(61)
     reply = await _cancel(adapter, sim)
@@ -170,7 +170,7 @@ async def test_still_unauthorized_after_relogin_is_unauthorized(
 
 async def test_wrong_password_is_unauthorized_with_kiiex_message(kiiex_sim: KiiexSimulator) -> None:
     kiiex_sim.users["operator"] = "changed"
-    adapter = _adapter(httpx.ASGITransport(app=kiiex_sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=kiiex_sim.app))
     reply = await _cancel(adapter, kiiex_sim)
     assert reply.legs[0].reason is Reason.UNAUTHORIZED
     assert "Invalid username or password" in reply.legs[0].upstream_message
@@ -180,7 +180,7 @@ async def test_wrong_password_is_unauthorized_with_kiiex_message(kiiex_sim: Kiie
 async def test_api_key_login_and_custom_token_header(clock: ManualClock) -> None:
     sim = KiiexSimulator(clock=clock, token_header="Authorization", path_prefix="/AP")
     adapter = _adapter(
-        httpx.ASGITransport(app=sim.app),
+        httpx2.ASGITransport(app=sim.app),
         token_header="Authorization",
         path_prefix="/AP",
         api_key_env="KEY",
@@ -213,7 +213,7 @@ async def test_quote_legs_each_normalize_through_the_table(
     clock: ManualClock, as_strings: bool
 ) -> None:
     sim = KiiexSimulator(clock=clock, quote_results_as_strings=as_strings)
-    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=sim.app))
     bid, ask = sim.add_quote_pair(instrument_id=5)
     both = await _cancel_quote(adapter, bid, ask)
     bid2, _ = sim.add_quote_pair(instrument_id=6)
@@ -231,14 +231,14 @@ async def test_quote_legs_each_normalize_through_the_table(
 async def test_quote_payload_sends_account_and_instrument_only_when_set() -> None:
     bodies: list[dict[str, Any]] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("/AuthenticateUser"):
-            return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+            return httpx2.Response(200, json={"Authenticated": True, "SessionToken": "t"})
         bodies.append(json.loads(request.content))
         leg = _envelope(0, None)
-        return httpx.Response(200, json={"BidResult": leg, "AskResult": leg})
+        return httpx2.Response(200, json={"BidResult": leg, "AskResult": leg})
 
-    adapter = _adapter(httpx.MockTransport(answer))
+    adapter = _adapter(httpx2.MockTransport(answer))
     await _cancel_quote(adapter, 11, 12)
     await _cancel_quote(adapter, 11, 12, account_id=7, instrument_id=3)
     assert bodies == [
@@ -283,18 +283,18 @@ async def test_a_request_level_envelope_on_cancel_quote_maps_as_the_table_says(
     ]
 
 
-def _answering(envelope: dict[str, Any], status: int) -> tuple[httpx.MockTransport, list[str]]:
+def _answering(envelope: dict[str, Any], status: int) -> tuple[httpx2.MockTransport, list[str]]:
     """Logs in, then answers every call with `envelope`; records the functions called."""
     called: list[str] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         function = request.url.path.rsplit("/", 1)[-1]
         called.append(function)
         if function == "AuthenticateUser":
-            return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
-        return httpx.Response(status, json=envelope)
+            return httpx2.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+        return httpx2.Response(status, json=envelope)
 
-    return httpx.MockTransport(answer), called
+    return httpx2.MockTransport(answer), called
 
 
 DOCUMENTED = sorted(code for code in CODES if code.isdigit())

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,24 +66,24 @@ headers = st.dictionaries(
 answers = st.tuples(st.integers(200, 599), bodies, headers)
 
 
-def _transport(answer: tuple[int, tuple[str, Any], dict[str, str]]) -> httpx.MockTransport:
+def _transport(answer: tuple[int, tuple[str, Any], dict[str, str]]) -> httpx2.MockTransport:
     status, (kind, body), extra = answer
 
-    def respond(request: httpx.Request) -> httpx.Response:
+    def respond(request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
         if path.endswith("/AuthenticateUser"):
-            return httpx.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+            return httpx2.Response(200, json={"Authenticated": True, "SessionToken": "t"})
         if path == "/oauth/token":
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+            return httpx2.Response(200, json={"access_token": "t", "expires_in": 3600})
         if kind == "json":
-            return httpx.Response(status, json=body, headers=extra)
-        return httpx.Response(status, content=body, headers=extra)
+            return httpx2.Response(status, json=body, headers=extra)
+        return httpx2.Response(status, content=body, headers=extra)
 
-    return httpx.MockTransport(respond)
+    return httpx2.MockTransport(respond)
 
 
 def _run(
-    make: Callable[[httpx.AsyncBaseTransport], Adapter], job: Job, answer: Any
+    make: Callable[[httpx2.AsyncBaseTransport], Adapter], job: Job, answer: Any
 ) -> UpstreamReply:
     async def call() -> UpstreamReply:
         adapter = make(_transport(answer))
@@ -109,11 +109,11 @@ def _assert_well_formed(reply: UpstreamReply, legs: list[str]) -> None:
     assert len(gateway_pb2.CancelJobResponse.FromString(wire).legs) == len(legs)
 
 
-def _kiiex(transport: httpx.AsyncBaseTransport) -> Adapter:
+def _kiiex(transport: httpx2.AsyncBaseTransport) -> Adapter:
     return KiiexAdapter(make_config({"k": kiiex_connection()}).connections["k"], transport)
 
 
-def _zuora(transport: httpx.AsyncBaseTransport) -> Adapter:
+def _zuora(transport: httpx2.AsyncBaseTransport) -> Adapter:
     return ZuoraAdapter(make_config({"z": zuora_connection()}).connections["z"], transport)
 
 
@@ -152,23 +152,23 @@ ADAPTERS = [
 @pytest.mark.parametrize(
     ("error", "code", "reason"),
     [
-        (httpx.ConnectError("refused"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
-        (httpx.RemoteProtocolError("reset"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
-        (httpx.ReadTimeout("slow"), "timeout", Reason.TIMEOUT),
-        (httpx.PoolTimeout("pool"), "timeout", Reason.TIMEOUT),
+        (httpx2.ConnectError("refused"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
+        (httpx2.RemoteProtocolError("reset"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
+        (httpx2.ReadTimeout("slow"), "timeout", Reason.TIMEOUT),
+        (httpx2.PoolTimeout("pool"), "timeout", Reason.TIMEOUT),
     ],
 )
 async def test_no_answer_is_a_retryable_failure_on_every_leg(
-    make: Callable[[httpx.AsyncBaseTransport], Adapter],
+    make: Callable[[httpx2.AsyncBaseTransport], Adapter],
     job: Job,
     error: Exception,
     code: str,
     reason: Reason,
 ) -> None:
-    def fail(request: httpx.Request) -> httpx.Response:
+    def fail(request: httpx2.Request) -> httpx2.Response:
         raise error
 
-    adapter = make(httpx.MockTransport(fail))
+    adapter = make(httpx2.MockTransport(fail))
     reply = await adapter.cancel(job, timeout=1.0)
     await adapter.aclose()
     assert reply.legs

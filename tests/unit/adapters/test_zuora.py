@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from adapters.zuora import _HOSTS, CODES, DATA_CENTERS, ZuoraAdapter
@@ -20,7 +20,7 @@ from simulators.zuora import ZuoraSimulator
 from tests.conftest import make_config, zuora_connection
 
 
-def _adapter(transport: httpx.AsyncBaseTransport, **options: Any) -> ZuoraAdapter:
+def _adapter(transport: httpx2.AsyncBaseTransport, **options: Any) -> ZuoraAdapter:
     config = make_config({"z": zuora_connection(**options)})
     return ZuoraAdapter(config.connections["z"], transport)
 
@@ -32,7 +32,7 @@ def zuora_sim(clock: ManualClock) -> ZuoraSimulator:
 
 @pytest.fixture
 async def adapter(zuora_sim: ZuoraSimulator) -> AsyncIterator[ZuoraAdapter]:
-    adapter = _adapter(httpx.ASGITransport(app=zuora_sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=zuora_sim.app))
     yield adapter
     await adapter.aclose()
 
@@ -99,7 +99,7 @@ async def test_running_run_is_canceled_then_already_canceled(
 @pytest.mark.parametrize("legacy", [False, True])
 async def test_unknown_and_finished_runs_by_reason_code(clock: ManualClock, legacy: bool) -> None:
     sim = ZuoraSimulator(clock=clock, errors_as_http_200=legacy)
-    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=sim.app))
     missing = await _cancel(adapter, "0" * 32)
     finished = await _cancel(adapter, sim.add_run("COMPLETED"))
     assert missing.legs[0].reason is Reason.NOT_FOUND
@@ -137,7 +137,7 @@ async def test_revoked_token_is_refreshed_once_transparently(
 
 async def test_token_near_expiry_is_refreshed_before_use(clock: ManualClock) -> None:
     sim = ZuoraSimulator(clock=clock, token_ttl=30)  # shorter than the 60 s refresh margin
-    adapter = _adapter(httpx.ASGITransport(app=sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=sim.app))
     for _ in range(2):
         await _cancel(adapter, sim.add_run())
     assert sim.token_count == 2
@@ -156,7 +156,7 @@ async def test_still_401_after_refresh_is_unauthorized(
 
 async def test_refused_client_credentials_are_unauthorized(zuora_sim: ZuoraSimulator) -> None:
     zuora_sim.client_secret = "rotated"
-    adapter = _adapter(httpx.ASGITransport(app=zuora_sim.app))
+    adapter = _adapter(httpx2.ASGITransport(app=zuora_sim.app))
     (leg,) = (await _cancel(adapter, zuora_sim.add_run())).legs
     assert (leg.reason, leg.retryable) == (Reason.UNAUTHORIZED, False)
     assert "Invalid client credentials" in leg.upstream_message
@@ -164,15 +164,15 @@ async def test_refused_client_credentials_are_unauthorized(zuora_sim: ZuoraSimul
 
 
 async def test_request_shape_path_auth_and_entity_header() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         if request.url.path == "/oauth/token":
-            return httpx.Response(200, json={"access_token": "tok", "expires_in": 3600})
-        return httpx.Response(200, json={"success": True, "response": "has been canceled"})
+            return httpx2.Response(200, json={"access_token": "tok", "expires_in": 3600})
+        return httpx2.Response(200, json={"success": True, "response": "has been canceled"})
 
-    adapter = _adapter(httpx.MockTransport(answer), entity_ids="ent-1")
+    adapter = _adapter(httpx2.MockTransport(answer), entity_ids="ent-1")
     await _cancel(adapter, "ff808081529f4e3401529fd61f080074")
     token, delete = seen
     assert (
@@ -246,7 +246,7 @@ LEGACY = {
 async def test_legacy_credentials_go_in_headers_and_need_no_token(
     zuora_sim: ZuoraSimulator,
 ) -> None:
-    adapter = _adapter(httpx.ASGITransport(app=zuora_sim.app), **LEGACY, entity_name="Europe")
+    adapter = _adapter(httpx2.ASGITransport(app=zuora_sim.app), **LEGACY, entity_name="Europe")
     run = zuora_sim.add_run()
     (leg,) = (await _cancel(adapter, run)).legs
     await adapter.aclose()
@@ -257,13 +257,13 @@ async def test_legacy_credentials_go_in_headers_and_need_no_token(
 
 
 async def test_legacy_request_carries_no_bearer_and_no_secret_elsewhere() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(200, json={"success": True, "response": "has been canceled"})
+        return httpx2.Response(200, json={"success": True, "response": "has been canceled"})
 
-    adapter = _adapter(httpx.MockTransport(answer), **LEGACY, entity_id="ent-9")
+    adapter = _adapter(httpx2.MockTransport(answer), **LEGACY, entity_id="ent-9")
     await _cancel(adapter, "ff808081529f4e3401529fd61f080074")
     (delete,) = seen
     assert delete.headers["apiaccesskeyid"] == "sim-user"
@@ -277,7 +277,7 @@ async def test_refused_legacy_credentials_are_unauthorized_without_a_refresh(
     zuora_sim: ZuoraSimulator,
 ) -> None:
     zuora_sim.legacy_users = {"sim-user": "rotated"}
-    adapter = _adapter(httpx.ASGITransport(app=zuora_sim.app), **LEGACY)
+    adapter = _adapter(httpx2.ASGITransport(app=zuora_sim.app), **LEGACY)
     (leg,) = (await _cancel(adapter, zuora_sim.add_run())).legs
     await adapter.aclose()
     assert (leg.reason, leg.upstream_code) == (Reason.UNAUTHORIZED, "90000011")  # category 11

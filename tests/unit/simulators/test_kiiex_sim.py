@@ -4,7 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from simulators import ManualClock
@@ -25,13 +25,13 @@ def sim(clock: ManualClock) -> KiiexSimulator:
 
 
 @pytest.fixture
-async def client(sim: KiiexSimulator) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=sim.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+async def client(sim: KiiexSimulator) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=sim.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
         yield client
 
 
-async def login(client: httpx.AsyncClient) -> str:
+async def login(client: httpx2.AsyncClient) -> str:
     reply = await client.post(
         "/ap/AuthenticateUser", json={"UserName": "operator", "Password": "operator-pass"}
     )
@@ -40,14 +40,14 @@ async def login(client: httpx.AsyncClient) -> str:
     return token
 
 
-async def call(client: httpx.AsyncClient, token: str, function: str, body: object) -> Any:
+async def call(client: httpx2.AsyncClient, token: str, function: str, body: object) -> Any:
     reply = await client.post(f"/ap/{function}", json=body, headers={"aptoken": token})
     assert reply.status_code == 200
     return reply.json()
 
 
 async def test_password_login_opens_a_session(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     reply = await client.post(
         "/ap/AuthenticateUser", json={"UserName": "operator", "Password": "operator-pass"}
@@ -60,7 +60,7 @@ async def test_password_login_opens_a_session(
     assert await call(client, body["SessionToken"], "GetUserReportTickets", {"UserId": 1}) == []
 
 
-async def test_api_key_login_checks_the_signature(client: httpx.AsyncClient) -> None:
+async def test_api_key_login_checks_the_signature(client: httpx2.AsyncClient) -> None:
     good = {
         "APIKey": "sim-api-key",
         "UserId": "1",
@@ -73,7 +73,7 @@ async def test_api_key_login_checks_the_signature(client: httpx.AsyncClient) -> 
 
 
 async def test_bad_password_is_refused_with_http_200(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     reply = await client.post(
         "/ap/AuthenticateUser", json={"UserName": "operator", "Password": "x"}
@@ -84,7 +84,7 @@ async def test_bad_password_is_refused_with_http_200(
 
 
 async def test_session_expires_on_the_injected_clock(
-    clock: ManualClock, client: httpx.AsyncClient
+    clock: ManualClock, client: httpx2.AsyncClient
 ) -> None:
     token = await login(client)
     clock.advance(3599.9)
@@ -94,7 +94,7 @@ async def test_session_expires_on_the_injected_clock(
 
 
 async def test_expire_sessions_and_missing_token(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     token = await login(client)
     sim.expire_sessions()
@@ -105,15 +105,15 @@ async def test_expire_sessions_and_missing_token(
 
 async def test_http401_style_sends_the_same_body_with_401() -> None:
     sim = KiiexSimulator(unauthorized_style="http401")
-    transport = httpx.ASGITransport(app=sim.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+    transport = httpx2.ASGITransport(app=sim.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
         reply = await client.post("/ap/CancelUserReport", json={}, headers={"aptoken": "nope"})
     assert reply.status_code == 401
     assert reply.json() == NOT_AUTHORIZED
 
 
 @pytest.mark.parametrize("body", [{}, {"UserReportId": "not-a-guid"}, {"UserReportId": 5}])
-async def test_cancel_report_rejects_non_guids(client: httpx.AsyncClient, body: object) -> None:
+async def test_cancel_report_rejects_non_guids(client: httpx2.AsyncClient, body: object) -> None:
     reply = await call(client, await login(client), "CancelUserReport", body)
     assert (reply["result"], reply["errorcode"], reply["errormsg"]) == (
         False,
@@ -122,7 +122,7 @@ async def test_cancel_report_rejects_non_guids(client: httpx.AsyncClient, body: 
     )
 
 
-async def test_cancel_unknown_report_is_not_found(client: httpx.AsyncClient) -> None:
+async def test_cancel_unknown_report_is_not_found(client: httpx2.AsyncClient) -> None:
     body = {"UserReportId": str(uuid.uuid4())}
     reply = await call(client, await login(client), "CancelUserReport", body)
     assert (reply["errorcode"], reply["errormsg"]) == (104, "Resource Not Found")
@@ -130,7 +130,7 @@ async def test_cancel_unknown_report_is_not_found(client: httpx.AsyncClient) -> 
 
 @pytest.mark.parametrize("status", ["Completed", "Aborted", "SysRetired"])
 async def test_cancel_finished_report_fails(
-    sim: KiiexSimulator, client: httpx.AsyncClient, status: str
+    sim: KiiexSimulator, client: httpx2.AsyncClient, status: str
 ) -> None:
     report_id = sim.add_report(status=status)
     reply = await call(client, await login(client), "CancelUserReport", {"UserReportId": report_id})
@@ -144,10 +144,10 @@ async def test_cancel_finished_report_fails(
 
 async def test_cancel_report_settles_lazily_and_is_idempotent(clock: ManualClock) -> None:
     sim = KiiexSimulator(clock=clock, cancel_settle_seconds=5.0)
-    transport = httpx.ASGITransport(app=sim.app)
+    transport = httpx2.ASGITransport(app=sim.app)
     report_id = sim.add_report()
     body = {"UserReportId": report_id.upper()}
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
         token = await login(client)
         ack = {"result": True, "errormsg": None, "errorcode": 0, "detail": None}
         assert await call(client, token, "CancelUserReport", body) == ack
@@ -158,7 +158,7 @@ async def test_cancel_report_settles_lazily_and_is_idempotent(clock: ManualClock
 
 
 async def test_tickets_carry_the_guid_bytes_as_base64(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     report_id = sim.add_report("0B6C1D2E-3F40-4152-8364-758697A8B9CA", status="InProgress")
     token = await login(client)
@@ -172,7 +172,7 @@ async def test_tickets_carry_the_guid_bytes_as_base64(
 
 
 async def test_cancel_quote_cancels_both_legs_and_empties_open_quotes(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     bid, ask = sim.add_quote_pair(instrument_id=3)
     token = await login(client)
@@ -197,7 +197,7 @@ async def test_cancel_quote_cancels_both_legs_and_empties_open_quotes(
     ],
 )
 async def test_cancel_quote_outside_scope_is_not_found(
-    sim: KiiexSimulator, client: httpx.AsyncClient, scope: dict[str, int]
+    sim: KiiexSimulator, client: httpx2.AsyncClient, scope: dict[str, int]
 ) -> None:
     bid, ask = sim.add_quote_pair(instrument_id=3)
     body = {"omsId": 1, "bidQuoteId": bid, "askQuoteId": ask, **scope}
@@ -207,7 +207,7 @@ async def test_cancel_quote_outside_scope_is_not_found(
 
 
 async def test_cancel_quote_legs_are_judged_separately(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     bid, ask = sim.add_quote_pair()
     body = {"omsId": 1, "bidQuoteId": ask, "askQuoteId": ask}
@@ -220,7 +220,7 @@ async def test_cancel_quote_legs_are_judged_separately(
     "body", [{"bidQuoteId": 1, "askQuoteId": 2}, {"omsId": 1, "bidQuoteId": "1", "askQuoteId": 2}]
 )
 async def test_cancel_quote_invalid_request_is_one_top_level_envelope(
-    client: httpx.AsyncClient, body: dict[str, object]
+    client: httpx2.AsyncClient, body: dict[str, object]
 ) -> None:
     reply = await call(client, await login(client), "CancelQuote", body)
     assert (reply["result"], reply["errorcode"], reply["errormsg"]) == (
@@ -232,7 +232,7 @@ async def test_cancel_quote_invalid_request_is_one_top_level_envelope(
 
 
 async def test_cancel_quote_on_another_oms_is_refused_as_a_whole(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     bid, ask = sim.add_quote_pair()
     body = {"omsId": 2, "bidQuoteId": bid, "askQuoteId": ask}
@@ -244,8 +244,8 @@ async def test_cancel_quote_on_another_oms_is_refused_as_a_whole(
 async def test_quote_results_as_strings() -> None:
     sim = KiiexSimulator(quote_results_as_strings=True)
     bid, ask = sim.add_quote_pair()
-    transport = httpx.ASGITransport(app=sim.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+    transport = httpx2.ASGITransport(app=sim.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
         body = {"omsId": 1, "bidQuoteId": bid, "askQuoteId": ask + 100}
         reply = await call(client, await login(client), "CancelQuote", body)
     assert json.loads(reply["BidResult"])["result"] is True
@@ -253,7 +253,7 @@ async def test_quote_results_as_strings() -> None:
 
 
 async def test_business_fault_skips_login_and_counts_calls(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     sim.faults.inject(Fault("rate_limited", seconds=7), times=2)
     token = await login(client)
@@ -265,7 +265,7 @@ async def test_business_fault_skips_login_and_counts_calls(
     assert sim.calls == {"AuthenticateUser": 1, "GetOpenQuotes": 2}
 
 
-async def test_auth_fault_hits_login_only(sim: KiiexSimulator, client: httpx.AsyncClient) -> None:
+async def test_auth_fault_hits_login_only(sim: KiiexSimulator, client: httpx2.AsyncClient) -> None:
     sim.faults.inject(Fault("http_status", status=503, auth=True))
     credentials = {"UserName": "operator", "Password": "operator-pass"}
     reply = await client.post("/ap/AuthenticateUser", json=credentials)
@@ -287,7 +287,7 @@ async def test_auth_fault_hits_login_only(sim: KiiexSimulator, client: httpx.Asy
     ],
 )
 async def test_fault_responses(
-    sim: KiiexSimulator, client: httpx.AsyncClient, fault: Fault, status: int, text: str
+    sim: KiiexSimulator, client: httpx2.AsyncClient, fault: Fault, status: int, text: str
 ) -> None:
     token = await login(client)
     sim.faults.inject(fault)
@@ -296,7 +296,7 @@ async def test_fault_responses(
 
 
 async def test_delay_fault_waits_then_answers(
-    sim: KiiexSimulator, client: httpx.AsyncClient
+    sim: KiiexSimulator, client: httpx2.AsyncClient
 ) -> None:
     slept: list[float] = []
 
@@ -309,5 +309,5 @@ async def test_delay_fault_waits_then_answers(
     assert slept == [2.5]
 
 
-async def test_unknown_function_is_a_plain_404(client: httpx.AsyncClient) -> None:
+async def test_unknown_function_is_a_plain_404(client: httpx2.AsyncClient) -> None:
     assert (await client.post("/ap/NoSuchCall", json={})).status_code == 404

@@ -1,7 +1,7 @@
 import signal
 import socket
 
-import httpx
+import httpx2
 import pytest
 
 from simulators.loopback import LoopbackServer
@@ -13,7 +13,7 @@ async def test_serves_real_http_and_leaves_signals_alone() -> None:
     async with LoopbackServer(ZuoraSimulator().app) as server:
         assert server.port > 0
         assert signal.getsignal(signal.SIGINT) is sigint_handler
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx2.AsyncClient(base_url=server.url) as client:
             reply = await client.post("/oauth/token", data={"client_id": "nope"})
     assert reply.status_code == 401
 

@@ -1,7 +1,7 @@
 import re
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 
 from simulators import ManualClock
@@ -32,10 +32,10 @@ def sim(clock: ManualClock) -> ZuoraSimulator:
 
 
 @pytest.fixture
-async def client(sim: ZuoraSimulator) -> AsyncIterator[httpx.AsyncClient]:
+async def client(sim: ZuoraSimulator) -> AsyncIterator[httpx2.AsyncClient]:
     """A client already holding a bearer token."""
-    transport = httpx.ASGITransport(app=sim.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+    transport = httpx2.ASGITransport(app=sim.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
         token = (await client.post("/oauth/token", data=CREDENTIALS)).json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
         yield client
@@ -45,7 +45,7 @@ def run_url(run_id: str) -> str:
     return f"/api/rest/v1/reportruns/{run_id}"
 
 
-async def test_token_response_shape(sim: ZuoraSimulator, client: httpx.AsyncClient) -> None:
+async def test_token_response_shape(sim: ZuoraSimulator, client: httpx2.AsyncClient) -> None:
     body = (await client.post("/oauth/token", data=CREDENTIALS)).json()
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 3600
@@ -59,7 +59,7 @@ async def test_token_response_shape(sim: ZuoraSimulator, client: httpx.AsyncClie
     "override", [{"client_secret": "wrong"}, {"grant_type": "password"}, {"client_id": "x"}]
 )
 async def test_bad_client_credentials_are_401(
-    client: httpx.AsyncClient, override: dict[str, str]
+    client: httpx2.AsyncClient, override: dict[str, str]
 ) -> None:
     reply = await client.post("/oauth/token", data={**CREDENTIALS, **override})
     assert reply.status_code == 401
@@ -67,7 +67,7 @@ async def test_bad_client_credentials_are_401(
 
 
 async def test_missing_and_expired_tokens_are_401(
-    sim: ZuoraSimulator, clock: ManualClock, client: httpx.AsyncClient
+    sim: ZuoraSimulator, clock: ManualClock, client: httpx2.AsyncClient
 ) -> None:
     run_id = sim.add_run()
     assert (await client.get(run_url(run_id))).status_code == 200
@@ -77,14 +77,14 @@ async def test_missing_and_expired_tokens_are_401(
     assert (await client.get(run_url(run_id))).status_code == 401
 
 
-async def test_expire_tokens(sim: ZuoraSimulator, client: httpx.AsyncClient) -> None:
+async def test_expire_tokens(sim: ZuoraSimulator, client: httpx2.AsyncClient) -> None:
     sim.expire_tokens()
     assert (await client.delete(run_url(sim.add_run()))).status_code == 401
 
 
 @pytest.mark.parametrize("status", ["STARTED", "QUERYDATA", "PROCESSINGDATA"])
 async def test_cancel_in_progress_run_then_again(
-    sim: ZuoraSimulator, client: httpx.AsyncClient, status: str
+    sim: ZuoraSimulator, client: httpx2.AsyncClient, status: str
 ) -> None:
     run_id = sim.add_run(status)
     first = await client.delete(run_url(run_id))
@@ -97,7 +97,7 @@ async def test_cancel_in_progress_run_then_again(
 
 @pytest.mark.parametrize("status", ["COMPLETED", "ERROR", "INVALID"])
 async def test_cancel_finished_run_is_400(
-    sim: ZuoraSimulator, client: httpx.AsyncClient, status: str
+    sim: ZuoraSimulator, client: httpx2.AsyncClient, status: str
 ) -> None:
     run_id = sim.add_run(status)
     reply = await client.delete(run_url(run_id))
@@ -105,15 +105,15 @@ async def test_cancel_finished_run_is_400(
     assert sim.run_status(run_id) == status
 
 
-async def test_unknown_run_is_404(client: httpx.AsyncClient) -> None:
+async def test_unknown_run_is_404(client: httpx2.AsyncClient) -> None:
     for reply in (await client.delete(run_url("0" * 32)), await client.get(run_url("0" * 32))):
         assert (reply.status_code, reply.json()) == (404, NOT_FOUND)
 
 
 async def test_legacy_mode_sends_errors_with_http_200() -> None:
     sim = ZuoraSimulator(errors_as_http_200=True)
-    transport = httpx.ASGITransport(app=sim.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+    transport = httpx2.ASGITransport(app=sim.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim") as client:
         assert (await client.delete(run_url("0" * 32))).status_code == 401
         token = (await client.post("/oauth/token", data=CREDENTIALS)).json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
@@ -123,7 +123,7 @@ async def test_legacy_mode_sends_errors_with_http_200() -> None:
     assert (finished.status_code, finished.json()) == (200, FINISHED)
 
 
-async def test_run_a_report_then_read_it(client: httpx.AsyncClient) -> None:
+async def test_run_a_report_then_read_it(client: httpx2.AsyncClient) -> None:
     created = await client.post("/api/rest/v1/reports/abc/reportrun", params={"viewType": "Detail"})
     run_id = created.json()["response"]["reportRunId"]
     assert re.fullmatch("[0-9a-f]{32}", run_id)
@@ -134,7 +134,7 @@ async def test_run_a_report_then_read_it(client: httpx.AsyncClient) -> None:
 
 
 async def test_rate_limit_fault_carries_retry_after(
-    sim: ZuoraSimulator, client: httpx.AsyncClient
+    sim: ZuoraSimulator, client: httpx2.AsyncClient
 ) -> None:
     sim.faults.inject(Fault("rate_limited", seconds=3))
     assert (await client.post("/oauth/token", data=CREDENTIALS)).status_code == 200
@@ -146,7 +146,7 @@ async def test_rate_limit_fault_carries_retry_after(
     }
 
 
-async def test_garbage_fault(sim: ZuoraSimulator, client: httpx.AsyncClient) -> None:
+async def test_garbage_fault(sim: ZuoraSimulator, client: httpx2.AsyncClient) -> None:
     sim.faults.inject(Fault("garbage"))
     reply = await client.get(run_url(sim.add_run()))
     assert reply.status_code == 200
@@ -155,7 +155,7 @@ async def test_garbage_fault(sim: ZuoraSimulator, client: httpx.AsyncClient) -> 
 
 
 async def test_auth_fault_hits_the_token_endpoint(
-    sim: ZuoraSimulator, client: httpx.AsyncClient
+    sim: ZuoraSimulator, client: httpx2.AsyncClient
 ) -> None:
     sim.faults.inject(Fault("rate_limited", auth=True))
     run_id = sim.add_run()
