@@ -16,11 +16,12 @@ from grpc_status import rpc_status
 
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.jobs import JobField, JobKind, job_fields, job_values, summary
 from gateway.logs import configure_logging
 from gateway.registry import Registry
 from gateway.server import GatewayServer
+from gateway.workers import is_worker, supervise
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TABLES_START, TABLES_END = "<!-- code-tables:start -->\n", "<!-- code-tables:end -->"
@@ -198,7 +199,7 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config_path: Path | None, registry: Registry) -> int:
+def _serve(config_path: Path | None, registry: Registry) -> int:
     if config_path is None:
         print("error: give --config FILE or set CANCELGW_CONFIG", file=sys.stderr)
         return 2
@@ -208,6 +209,12 @@ async def _serve(config_path: Path | None, registry: Registry) -> int:
         print(f"error: configuration: {error}", file=sys.stderr)
         return 2
     configure_logging(config.server.log_level)
+    if config.server.workers > 1 and not is_worker():
+        return supervise(config_path, config)
+    return asyncio.run(_run_gateway(config, registry))
+
+
+async def _run_gateway(config: Config, registry: Registry) -> int:
     server = GatewayServer(config, registry=registry)
     try:
         port = await server.start()
@@ -223,7 +230,7 @@ async def _serve(config_path: Path | None, registry: Registry) -> int:
 def main(argv: list[str] | None = None, registry: Registry = REGISTRY) -> int:
     args = _parser(registry).parse_args(argv)
     if args.command == "serve":
-        return asyncio.run(_serve(args.config, registry))
+        return _serve(args.config, registry)
     if args.command == "sandbox":
         # Imported here: the sandbox needs the simulators, which only development installs.
         from gateway.sandbox import run_sandbox

@@ -206,6 +206,8 @@ class ServerSettings:
     tls: TlsSettings | None = None
     # A plaintext port serving only the health service, for probes that cannot speak TLS.
     health_listen: str = ""
+    # Processes sharing the gRPC port (SO_REUSEPORT, asked for only by this).
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ def _server(table: Table) -> ServerSettings:
         reflection=table.boolean("reflection", True),
         tls=_tls(table.table("tls")),
         health_listen=_address(table, "health_listen", "", optional=True),
+        workers=table.integer("workers", 1, maximum=64),
     )
     ports = {
         key: address.rpartition(":")[2]
@@ -517,6 +520,11 @@ def parse_config(
     _check_defaults(connections)
     _check_fits_the_grace(connections, server)
     idempotency = _idempotency(root.table("idempotency"))
+    if server.workers > 1 and idempotency.store == "memory":
+        raise ConfigError(
+            f"server.workers: {server.workers} workers cannot share keys kept in memory; "
+            'set idempotency.store = "redis"'
+        )
     caller_tables = root.array("callers")
     callers = tuple(_caller(table, connections) for table in caller_tables)
     root.finish()
@@ -543,4 +551,22 @@ def load_config(
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    return parse_config(data, environ, upstreams, job_kinds)
+    return parse_config(with_overrides(data, environ), environ, upstreams, job_kinds)
+
+
+# Environment variables that override `[server]` keys of the file (a platform sets these
+# per pod or per worker without templating the file).
+SERVER_OVERRIDES = {
+    "CANCELGW_LISTEN": "listen",
+    "CANCELGW_METRICS_LISTEN": "metrics_listen",
+    "CANCELGW_LOG_LEVEL": "log_level",
+}
+
+
+def with_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """`data` with the `[server]` keys any set override variable names replaced."""
+    server = dict(data.get("server", {}))
+    for variable, key in SERVER_OVERRIDES.items():
+        if variable in environ:
+            server[key] = environ[variable]
+    return {**data, "server": server}

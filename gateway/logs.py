@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, on stderr, for log shippers to parse.
 
-A record's `extra={...}` fields become top-level keys next to `ts`, `level`, `logger` and
-`message`. Every string of the line, tracebacks included, is scrubbed of the secrets the
+A record's `extra={...}` fields become top-level keys next to `ts`, `level`, `logger`,
+`message` and `pid`. Every string of the line, tracebacks included, is scrubbed of the secrets the
 process knows (`gateway.secrets`) before it is written: whatever an upstream echoed, and
 whatever a library quoted in an exception, no configured secret or issued token gets out.
 """
@@ -35,6 +35,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker, under `server.workers > 1`
         }
         line.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:

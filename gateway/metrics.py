@@ -10,6 +10,7 @@ one process (tests) keep separate counts. docs/OBSERVABILITY.md says what each o
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
@@ -23,6 +24,9 @@ from prometheus_client import (
 from gateway.model import SUCCESSFUL_OUTCOMES, CancelResult, Outcome, Reason, Verdict
 
 PREFIX = "cancelgw"
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+"""Set for `server.workers > 1` workers: values go to files the supervisor sums
+(prometheus-client decides this at import time, so the gateway reads it the same way)."""
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 """`status_class` values: the HTTP status class, or `error` when no HTTP answer came."""
 TOKEN_RESULTS = ("ok", "refused", "error")
@@ -81,6 +85,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
         self._define_grpc()
         self._define_jobs()
         self._define_upstream()
@@ -160,18 +165,21 @@ class Metrics:
             "Circuit breaker per connection: 0 closed, 1 half-open, 2 open (no calls).",
             ("connection",),
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.in_flight = Gauge(
             f"{PREFIX}_upstream_in_flight",
             "Cancel attempts holding one of the connection's max_in_flight slots.",
             ("connection",),
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.in_flight_limit = Gauge(
             f"{PREFIX}_upstream_in_flight_limit",
             "The connection's max_in_flight: beyond it, calls wait for a slot.",
             ("connection",),
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.token_refreshes = Counter(
             f"{PREFIX}_token_refreshes_total",
@@ -229,7 +237,7 @@ class Metrics:
         circuit_state: Callable[[], float],
     ) -> ConnectionMetrics:
         """The metrics of one connection, its series created for `operations`."""
-        self.circuit_state.labels(name).set_function(circuit_state)
+        self._sample(self.circuit_state.labels(name), circuit_state)
         self.in_flight.labels(name)
         self.in_flight_limit.labels(name).set(in_flight_limit)
         for result in TOKEN_RESULTS:
@@ -240,6 +248,20 @@ class Metrics:
             for status_class in STATUS_CLASSES:
                 self.upstream_requests.labels(name, operation, status_class)
         return ConnectionMetrics(self, name)
+
+    def _sample(self, gauge: Gauge, value: Callable[[], float]) -> None:
+        if MULTIPROCESS:
+            self._sampled.append((gauge, value))
+        else:
+            gauge.set_function(value)
+
+    def sample(self) -> None:
+        """Writes the sampled gauges' current values to this worker's multiprocess file.
+
+        A function gauge is read at scrape time, but the supervisor scrapes files, not this
+        process: under `server.workers > 1` the server calls this every second instead."""
+        for gauge, value in self._sampled:
+            gauge.set(value())
 
     def job_finished(self, result: CancelResult, seconds: float) -> None:
         self.jobs.labels(

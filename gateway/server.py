@@ -24,7 +24,7 @@ from gateway.config import DRAIN_MARGIN, Config, IdempotencySettings, ServerSett
 from gateway.drain import Drain
 from gateway.idempotency import IdempotencyStore
 from gateway.interceptors import AuthInterceptor, MetricsInterceptor
-from gateway.metrics import Metrics, possible_results
+from gateway.metrics import MULTIPROCESS, Metrics, possible_results
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.router import Router
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # In a drain, calls the transport queued before the signal keep arriving for a moment; the
 # gateway answers them itself (UNAVAILABLE) until none came for this long.
 DRAIN_QUIET_SECONDS = 0.1
+# How stale a worker's circuit_state may be in the summed metrics (see Metrics.sample).
+SAMPLE_SECONDS = 1.0
 
 
 def idempotency_store(settings: IdempotencySettings) -> IdempotencyStore:
@@ -69,9 +71,11 @@ class DrainAwareHealth(health.aio.HealthServicer):  # type: ignore[misc]
         return await super().Check(request, context)
 
 
-def _grpc_server(*interceptors: grpc.aio.ServerInterceptor) -> grpc.aio.Server:
-    # One process per port: grpc would otherwise share a port already in use, silently.
-    return grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+def _grpc_server(*interceptors: grpc.aio.ServerInterceptor, shared: bool) -> grpc.aio.Server:
+    # A port is shared only when `server.workers` asks for it: grpc would otherwise share a
+    # port already in use by another program, silently.
+    options = [("grpc.so_reuseport", int(shared))]
+    return grpc.aio.server(interceptors=interceptors, options=options)
 
 
 def _bind(server: grpc.aio.Server, listen: str, settings: ServerSettings | None) -> int:
@@ -142,6 +146,7 @@ class GatewayServer:
         self._server = _grpc_server(
             MetricsInterceptor(self.metrics, SERVICES),
             AuthInterceptor(callers, open_services, self.metrics),
+            shared=config.server.workers > 1,
         )
         service = CancellationService(
             self.router, pipeline, registry, self.drain, self.metrics, callers
@@ -154,12 +159,15 @@ class GatewayServer:
             )
         self._health_server: grpc.aio.Server | None = None
         if config.server.health_listen:
-            self._health_server = _grpc_server(MetricsInterceptor(self.metrics, ()))
+            self._health_server = _grpc_server(
+                MetricsInterceptor(self.metrics, ()), shared=config.server.workers > 1
+            )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
         self.port = 0
         self.health_port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_http: WSGIServer | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Binds and starts serving (metrics endpoint first, so a gateway never serves
@@ -178,7 +186,14 @@ class GatewayServer:
             raise
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if MULTIPROCESS:
+            self._sampler = asyncio.create_task(self._sample_metrics())
         return self.port
+
+    async def _sample_metrics(self) -> None:
+        while True:
+            self.metrics.sample()
+            await asyncio.sleep(SAMPLE_SECONDS)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains, then closes: NOT_SERVING and new calls answered UNAVAILABLE by the gateway
@@ -196,6 +211,8 @@ class GatewayServer:
         for route in self.router.routes.values():
             await route.adapter.aclose()
         await self.store.aclose()
+        if self._sampler is not None:
+            self._sampler.cancel()
         await self._stop_metrics()
 
     def _serve_metrics(self) -> None:

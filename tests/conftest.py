@@ -20,6 +20,7 @@ from gateway.logs import JsonFormatter
 from gateway.server import GatewayServer
 from simulators import ManualClock
 from simulators.kiiex import KiiexSimulator
+from simulators.loopback import LoopbackServer
 from tests.redis_server import RedisServer
 
 KIIEX_ENV = {
@@ -87,6 +88,13 @@ def clock() -> ManualClock:
 @pytest.fixture
 def kiiex_sim(clock: ManualClock) -> KiiexSimulator:
     return KiiexSimulator(clock=clock)
+
+
+@pytest.fixture
+async def kiiex_http(kiiex_sim: KiiexSimulator) -> AsyncIterator[LoopbackServer]:
+    """The KIIEX simulator served over real HTTP on a loopback port."""
+    async with LoopbackServer(kiiex_sim.app) as server:
+        yield server
 
 
 GatewayFactory = Callable[..., Any]

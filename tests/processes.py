@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from cancellation.v1 import gateway_pb2 as pb
+from cancellation.v1 import gateway_pb2_grpc
+
+BOUND = 500  # polls of 10 ms: five seconds at most for what a test waits to happen
+KIIEX_ENV = {"KIIEX_USERNAME": "operator", "KIIEX_PASSWORD": "operator-pass"}
 CANCELGW = str(Path(sys.executable).parent / "cancelgw")
 STARTUP_SECONDS = 20.0
 
@@ -48,3 +57,56 @@ async def serve(folder: Path, config: str, env: dict[str, str]) -> Served:
         await process.wait()
         raise AssertionError(f"cancelgw serve did not start: {line!r} {log.read_text()[-2000:]}")
     return Served(process, f"127.0.0.1:{found.group(1).decode()}", log)
+
+
+def kiiex_gateway_config(
+    kiiex_url: str, *, redis: bool = False, grace: float = 5, server: str = "", **connection: object
+) -> str:
+    """A gateway with one KIIEX connection `k`; `server` adds lines to `[server]`."""
+    settings = {"timeout_seconds": 2, "max_in_flight": 32, **connection}
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items())
+    store = '[idempotency]\nstore = "redis"\n' if redis else ""
+    return f"""
+[server]
+listen = "127.0.0.1:0"
+metrics_listen = ""
+allow_unauthenticated = true
+shutdown_grace_seconds = {grace}
+log_level = "info"
+{server}
+{store}
+[connections.k]
+upstream = "kiiex"
+base_url = "{kiiex_url}"
+username_env = "KIIEX_USERNAME"
+password_env = "KIIEX_PASSWORD"
+confirm_interval_seconds = 0.05
+{lines}
+"""
+
+
+def report_request(report_id: str, key: str = "", wait: bool = False) -> pb.CancelJobRequest:
+    return pb.CancelJobRequest(
+        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id),
+        idempotency_key=key,
+        wait_for_confirmation=wait,
+    )
+
+
+async def until(condition: Callable[[], object], what: str) -> None:
+    """Polls `condition` every 10 ms, for five seconds at most."""
+    for _ in range(BOUND):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def outcome(
+    stub: gateway_pb2_grpc.CancellationGatewayStub, request: pb.CancelJobRequest
+) -> pb.CancelJobResponse | grpc.aio.AioRpcError:
+    """The envelope, or the gRPC error: whatever the call ends with."""
+    try:
+        return await stub.CancelJob(request, timeout=30)
+    except grpc.aio.AioRpcError as error:
+        return error

@@ -14,11 +14,9 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cancellation.v1 import gateway_pb2 as pb
@@ -26,82 +24,34 @@ from cancellation.v1 import gateway_pb2_grpc
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from tests.grpc_helpers import rich_error
-from tests.processes import Served, serve
+from tests.processes import (
+    BOUND,
+    KIIEX_ENV,
+    Served,
+    kiiex_gateway_config,
+    outcome,
+    report_request,
+    serve,
+    until,
+)
 from tests.redis_server import RedisServer
-
-ENV = {"KIIEX_USERNAME": "operator", "KIIEX_PASSWORD": "operator-pass"}
-BOUND = 500  # polls of 10 ms: five seconds at most for what a test waits to happen
-
-
-@pytest.fixture
-async def kiiex_http(kiiex_sim: KiiexSimulator) -> AsyncIterator[LoopbackServer]:
-    async with LoopbackServer(kiiex_sim.app) as server:
-        yield server
-
-
-def _config(kiiex_url: str, *, redis: bool = False, grace: float = 5, **connection: object) -> str:
-    settings = {"timeout_seconds": 2, "max_in_flight": 32, **connection}
-    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in settings.items())
-    store = '[idempotency]\nstore = "redis"\n' if redis else ""
-    return f"""
-[server]
-listen = "127.0.0.1:0"
-metrics_listen = ""
-allow_unauthenticated = true
-shutdown_grace_seconds = {grace}
-log_level = "info"
-{store}
-[connections.k]
-upstream = "kiiex"
-base_url = "{kiiex_url}"
-username_env = "KIIEX_USERNAME"
-password_env = "KIIEX_PASSWORD"
-confirm_interval_seconds = 0.05
-{lines}
-"""
-
-
-def _report(report_id: str, key: str = "", wait: bool = False) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id),
-        idempotency_key=key,
-        wait_for_confirmation=wait,
-    )
-
-
-async def _until(condition: object, what: str) -> None:
-    for _ in range(BOUND):
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
-
-
-async def _outcome(
-    stub: gateway_pb2_grpc.CancellationGatewayStub, request: pb.CancelJobRequest
-) -> pb.CancelJobResponse | grpc.aio.AioRpcError:
-    """The envelope, or the gRPC error: whatever the call ends with."""
-    try:
-        return await stub.CancelJob(request, timeout=30)
-    except grpc.aio.AioRpcError as error:
-        return error
 
 
 async def test_sigterm_with_calls_in_flight_and_queued_cancels_none(
     tmp_path: Path, kiiex_http: LoopbackServer, kiiex_sim: KiiexSimulator
 ) -> None:
     kiiex_sim.cancel_settle_seconds = 3600.0  # confirmation would wait for ever: a drain cuts it
-    served = await serve(tmp_path, _config(kiiex_http.url), ENV)
+    served = await serve(tmp_path, kiiex_gateway_config(kiiex_http.url), KIIEX_ENV)
     reports = [kiiex_sim.add_report() for _ in range(240)]
     release = kiiex_sim.faults.hold(times=len(reports))
     async with grpc.aio.insecure_channel(served.target) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         calls = [  # one in six waits for confirmation
-            asyncio.ensure_future(_outcome(stub, _report(r, wait=i % 6 == 0)))
+            asyncio.ensure_future(outcome(stub, report_request(r, wait=i % 6 == 0)))
             for i, r in enumerate(reports)
         ]
-        await _until(lambda: kiiex_sim.calls["CancelUserReport"] >= 32, "32 cancels in flight")
+        await until(lambda: kiiex_sim.calls["CancelUserReport"] >= 32, "32 cancels in flight")
         signalled = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
         check = health_pb2.HealthCheckRequest(service="")
@@ -111,7 +61,7 @@ async def test_sigterm_with_calls_in_flight_and_queued_cancels_none(
                 break
             await asyncio.sleep(0.005)
         effect = time.monotonic() - signalled
-        late = await _outcome(stub, _report(kiiex_sim.add_report()))
+        late = await outcome(stub, report_request(kiiex_sim.add_report()))
         release.set()
         outcomes = await asyncio.gather(*calls)
     assert await asyncio.wait_for(served.process.wait(), 30) == 0
@@ -140,15 +90,15 @@ async def test_sigkill_mid_call_then_a_retry_elsewhere_is_truthful_and_sends_no_
     kiiex_sim: KiiexSimulator,
     redis_server: RedisServer,
 ) -> None:
-    env = {**ENV, "CANCELGW_REDIS_URL": redis_server.url}
-    config = _config(kiiex_http.url, redis=True, timeout_seconds=1)
+    env = {**KIIEX_ENV, "CANCELGW_REDIS_URL": redis_server.url}
+    config = kiiex_gateway_config(kiiex_http.url, redis=True, timeout_seconds=1)
     first = await serve(tmp_path, config, env)
     report = kiiex_sim.add_report()
     release = kiiex_sim.faults.hold("late")  # the cancel lands; its answer is held
     async with grpc.aio.insecure_channel(first.target) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-        call = asyncio.ensure_future(_outcome(stub, _report(report, "crash-key")))
-        await _until(lambda: kiiex_sim.calls["CancelUserReport"] == 1, "the cancel reached KIIEX")
+        call = asyncio.ensure_future(outcome(stub, report_request(report, "crash-key")))
+        await until(lambda: kiiex_sim.calls["CancelUserReport"] == 1, "the cancel reached KIIEX")
         first.process.kill()
         lost = await call
         release.set()
@@ -158,7 +108,7 @@ async def test_sigkill_mid_call_then_a_retry_elsewhere_is_truthful_and_sends_no_
     second = await serve(tmp_path, config, env)
     async with grpc.aio.insecure_channel(second.target) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-        retried = await stub.CancelJob(_report(report, "crash-key"), timeout=30)
+        retried = await stub.CancelJob(report_request(report, "crash-key"), timeout=30)
     second.process.terminate()
     await second.process.wait()
     assert kiiex_sim.calls["CancelUserReport"] == 1, "at most the one original upstream cancel"
@@ -173,20 +123,19 @@ async def test_two_gateways_sharing_redis_cancel_a_key_once(
     kiiex_sim: KiiexSimulator,
     redis_server: RedisServer,
 ) -> None:
-    env = {**ENV, "CANCELGW_REDIS_URL": redis_server.url}
-    gateways: list[Served] = [
-        await serve(tmp_path, _config(kiiex_http.url, redis=True), env) for _ in range(2)
-    ]
+    env = {**KIIEX_ENV, "CANCELGW_REDIS_URL": redis_server.url}
+    config = kiiex_gateway_config(kiiex_http.url, redis=True)
+    gateways: list[Served] = [await serve(tmp_path, config, env) for _ in range(2)]
     report = kiiex_sim.add_report()
     release = kiiex_sim.faults.hold()
     channels = [grpc.aio.insecure_channel(g.target) for g in gateways]
     stubs = [gateway_pb2_grpc.CancellationGatewayStub(c) for c in channels]
-    first = asyncio.ensure_future(stubs[0].CancelJob(_report(report, "shared"), timeout=30))
-    await _until(lambda: kiiex_sim.calls["CancelUserReport"] == 1, "the first cancel arrived")
+    first = asyncio.ensure_future(stubs[0].CancelJob(report_request(report, "shared"), timeout=30))
+    await until(lambda: kiiex_sim.calls["CancelUserReport"] == 1, "the first cancel arrived")
     scripts = redis_server.calls("evalsha")
-    second = asyncio.ensure_future(stubs[1].CancelJob(_report(report, "shared"), timeout=30))
+    second = asyncio.ensure_future(stubs[1].CancelJob(report_request(report, "shared"), timeout=30))
     # The second gateway has claimed the key and found it busy, more than once: it waits.
-    await _until(lambda: redis_server.calls("evalsha") >= scripts + 3, "the second claimed")
+    await until(lambda: redis_server.calls("evalsha") >= scripts + 3, "the second claimed")
     assert kiiex_sim.calls["CancelUserReport"] == 1
     release.set()
     answers = await asyncio.gather(first, second)

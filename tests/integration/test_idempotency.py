@@ -5,7 +5,7 @@ redis-server on loopback)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -24,12 +24,6 @@ from tests.redis_server import RedisServer
 Stub = gateway_pb2_grpc.CancellationGatewayStub
 Start = Callable[..., Any]
 BOUND = 200  # turns of the event loop a test waits for a request to arrive, at most
-
-
-@pytest.fixture
-async def kiiex_http(kiiex_sim: KiiexSimulator) -> AsyncIterator[LoopbackServer]:
-    async with LoopbackServer(kiiex_sim.app) as server:
-        yield server
 
 
 def _idempotency(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,12 +22,6 @@ from tests.grpc_helpers import rich_error
 
 Stub = gateway_pb2_grpc.CancellationGatewayStub
 pb = gateway_pb2
-
-
-@pytest.fixture
-async def kiiex_http(kiiex_sim: KiiexSimulator) -> AsyncIterator[LoopbackServer]:
-    async with LoopbackServer(kiiex_sim.app) as server:
-        yield server
 
 
 @pytest.fixture

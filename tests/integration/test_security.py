@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,6 @@ CERT_CALLERS = [
     {"name": "mm-desk", "cert_subject": "mm-desk.internal", "jobs": ["kiiex_user_report"]},
     {"name": "desk-2", "cert_subject": "desk.internal", "jobs": ["kiiex_user_report"]},
 ]
-
-
-@pytest.fixture
-async def kiiex_http(kiiex_sim: KiiexSimulator) -> AsyncIterator[LoopbackServer]:
-    async with LoopbackServer(kiiex_sim.app) as server:
-        yield server
 
 
 @dataclass

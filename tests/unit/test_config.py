@@ -12,6 +12,7 @@ import pytest
 from adapters import REGISTRY
 from adapters.kiiex import KiiexOptions, PasswordLogin
 from gateway.config import (
+    SERVER_OVERRIDES,
     Config,
     ConfigError,
     IdempotencySettings,
@@ -265,9 +266,11 @@ def test_default_connection_is_none_when_ambiguous_or_absent() -> None:
 
 
 class _AnySecret(Mapping[str, str]):
-    """An environment in which every variable is set."""
+    """An environment in which every secret variable is set (and no override)."""
 
     def __getitem__(self, key: str) -> str:
+        if key in SERVER_OVERRIDES:
+            raise KeyError(key)
         return f"secret-for-{key}"
 
     def __iter__(self) -> Iterator[str]:
@@ -421,3 +424,52 @@ def test_a_certificate_and_key_that_do_not_match_are_refused(tmp_path: Path) -> 
     assert _error(server={"allow_unauthenticated": True, "tls": tls}).startswith(
         "server.tls.cert_file: the certificate and key do not load as a pair"
     )
+
+
+def test_workers_default_to_one_and_take_a_number() -> None:
+    assert _parse().server.workers == 1
+    redis = {"store": "redis", "redis_url_env": "CANCELGW_REDIS_URL"}
+    environ = {**KIIEX_ENV, "CANCELGW_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert _parse(environ=environ, server={"workers": 4}, idempotency=redis).server.workers == 4
+
+
+@pytest.mark.parametrize("workers", [0, 65, -1])
+def test_workers_out_of_range_name_the_key(workers: int) -> None:
+    assert _error(server={"workers": workers}).startswith("server.workers: must be ")
+
+
+def test_workers_with_keys_in_memory_are_refused_naming_the_key() -> None:
+    message = _error(server={"workers": 2})
+    assert message.startswith("server.workers: 2 workers cannot share keys kept in memory")
+    assert 'idempotency.store = "redis"' in message
+
+
+def test_environment_overrides_the_server_keys_of_the_file(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        [server]
+        listen = "127.0.0.1:7000"
+        allow_unauthenticated = true
+        [connections.k]
+        upstream = "kiiex"
+        base_url = "http://kiiex.example"
+        username_env = "KIIEX_USERNAME"
+        password_env = "KIIEX_PASSWORD"
+        """,
+    )
+    environ = {
+        **KIIEX_ENV,
+        "CANCELGW_LISTEN": "127.0.0.1:7100",
+        "CANCELGW_METRICS_LISTEN": "",
+        "CANCELGW_LOG_LEVEL": "debug",
+    }
+    config = load_config(path, environ, REGISTRY.option_parsers, REGISTRY.job_kinds)
+    server = config.server
+    assert (server.listen, server.metrics_listen, server.log_level) == (
+        "127.0.0.1:7100",
+        "",
+        "DEBUG",
+    )
+    with pytest.raises(ConfigError, match=r"^server\.listen: "):
+        load_config(path, {**environ, "CANCELGW_LISTEN": "nowhere"}, REGISTRY.option_parsers)

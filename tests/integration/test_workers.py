@@ -1,0 +1,171 @@
+"""`server.workers = 2` as a real process tree: a supervisor, two `cancelgw serve` workers
+on one SO_REUSEPORT port, a real redis-server for their shared idempotency keys, the KIIEX
+simulator on loopback.
+
+- Connections spread over both workers; the supervisor's /metrics is their sum.
+- SIGTERM to the supervisor drains every worker; it exits 0.
+- A worker that dies on its own takes the other down; the supervisor exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from cancellation.v1 import gateway_pb2 as pb
+from cancellation.v1 import gateway_pb2_grpc
+from simulators.kiiex import KiiexSimulator
+from simulators.loopback import LoopbackServer
+from tests.grpc_helpers import rich_error
+from tests.processes import (
+    KIIEX_ENV,
+    Served,
+    kiiex_gateway_config,
+    outcome,
+    report_request,
+    serve,
+    until,
+)
+from tests.redis_server import RedisServer
+
+CHANNELS = 16  # connections: all 16 on one worker by chance is a 1 in 32,768 event
+MAX_IN_FLIGHT = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def _two_workers(
+    tmp_path: Path, kiiex_url: str, redis: RedisServer, metrics_port: int = 0
+) -> Served:
+    metrics = f'"127.0.0.1:{metrics_port}"' if metrics_port else '""'
+    server = f"workers = 2\nmetrics_listen = {metrics}"
+    config = kiiex_gateway_config(kiiex_url, redis=True, max_in_flight=MAX_IN_FLIGHT)
+    config = config.replace('metrics_listen = ""\n', "").replace(
+        "[server]\n", f"[server]\n{server}\n"
+    )
+    return await serve(tmp_path, config, {**KIIEX_ENV, "CANCELGW_REDIS_URL": redis.url})
+
+
+def _worker_pids(served: Served) -> set[int]:
+    """The processes that logged a CancelJob audit line."""
+    lines = [json.loads(line) for line in served.log_lines() if line.startswith("{")]
+    return {line["pid"] for line in lines if line["message"] == "cancel_job"}
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+async def _calls(
+    target: str, reports: list[str]
+) -> list[pb.CancelJobResponse | grpc.aio.AioRpcError]:
+    """Each report cancelled over its own channel of CHANNELS (its own TCP connection)."""
+    # A local subchannel pool each: grpc would otherwise share one connection among them.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(CHANNELS)]
+    stubs = [gateway_pb2_grpc.CancellationGatewayStub(c) for c in channels]
+    try:
+        return await asyncio.gather(
+            *(outcome(stubs[i % CHANNELS], report_request(r)) for i, r in enumerate(reports))
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def test_two_workers_share_the_port_and_their_metrics_add_up(
+    tmp_path: Path,
+    kiiex_http: LoopbackServer,
+    kiiex_sim: KiiexSimulator,
+    redis_server: RedisServer,
+) -> None:
+    metrics_port = _free_port()
+    served = await _two_workers(tmp_path, kiiex_http.url, redis_server, metrics_port)
+    reports = [kiiex_sim.add_report() for _ in range(4 * CHANNELS)]
+    answers = await _calls(served.target, reports)
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    served.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(served.process.wait(), 30) == 0
+
+    assert [a.outcome for a in answers] == [pb.OUTCOME_ACCEPTED] * len(reports)
+    assert kiiex_sim.calls["CancelUserReport"] == len(reports)
+    assert len(_worker_pids(served)) == 2, "both workers served calls"
+    jobs = _samples(text, "cancelgw_jobs_total")
+    assert sum(jobs.values()) == len(reports), "every worker's envelopes are in the sum"
+    limit = _samples(text, "cancelgw_upstream_in_flight_limit")
+    assert list(limit.values()) == [2 * MAX_IN_FLIGHT], "each worker has its own slots"
+    handled = _samples(text, "grpc_server_handled_total")
+    ok = [v for labels, v in handled.items() if ("grpc_code", "OK") in labels]
+    assert sum(ok) == len(reports)
+
+
+async def test_sigterm_drains_every_worker(
+    tmp_path: Path,
+    kiiex_http: LoopbackServer,
+    kiiex_sim: KiiexSimulator,
+    redis_server: RedisServer,
+) -> None:
+    served = await _two_workers(tmp_path, kiiex_http.url, redis_server)
+    reports = [kiiex_sim.add_report() for _ in range(4 * CHANNELS)]
+    release = kiiex_sim.faults.hold(times=len(reports))
+    calls = asyncio.ensure_future(_calls(served.target, reports))
+    await until(lambda: kiiex_sim.calls["CancelUserReport"] >= 2 * CHANNELS, "cancels in flight")
+    served.process.send_signal(signal.SIGTERM)
+    await until(lambda: "SHUTTING_DOWN" in served.log.read_text(), "a worker began draining")
+    release.set()
+    answers = await calls
+    assert await asyncio.wait_for(served.process.wait(), 30) == 0
+
+    errors = [a for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+    envelopes = [a for a in answers if not isinstance(a, grpc.aio.AioRpcError)]
+    assert {(e.code(), rich_error(e).info.reason) for e in errors} <= {
+        (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+    }
+    assert len(envelopes) >= kiiex_sim.calls["CancelUserReport"] >= 2 * CHANNELS
+    assert {e.outcome for e in envelopes} == {pb.OUTCOME_ACCEPTED}
+    lines = [json.loads(line) for line in served.log_lines() if line.startswith("{")]
+    drained = {line["pid"] for line in lines if line["message"].startswith("stopping: draining")}
+    assert len(drained) == 2, "both workers drained"
+
+
+async def test_a_worker_dying_on_its_own_stops_the_supervisor_with_1(
+    tmp_path: Path,
+    kiiex_http: LoopbackServer,
+    kiiex_sim: KiiexSimulator,
+    redis_server: RedisServer,
+) -> None:
+    served = await _two_workers(tmp_path, kiiex_http.url, redis_server)
+    reports = [kiiex_sim.add_report() for _ in range(4 * CHANNELS)]
+    await _calls(served.target, reports)
+    victim, survivor = sorted(_worker_pids(served))
+    os.kill(victim, signal.SIGKILL)
+    assert await asyncio.wait_for(served.process.wait(), 30) == 1
+    await until(lambda: not _alive(survivor), "the other worker exited")
+    assert f"worker {victim} exited unasked" in served.log.read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
