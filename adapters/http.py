@@ -10,7 +10,9 @@ inject httpx2 transports (ASGI, mock) in its place.
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -146,6 +148,46 @@ def login_client(
     )
 
 
+class Requests:
+    """Builds one client's cancels and reads with less work per call than `build_request`,
+    which parses and joins the URL twice and merges the default headers and cookies every
+    time (a quarter of the gateway's own CPU per CancelJob, profiled). The URL of a fixed
+    path is joined once; no cookies are kept or sent: the upstreams authenticate with a
+    header, and a cookie an upstream sets is not the gateway's to replay."""
+
+    def __init__(self, client: httpx2.AsyncClient) -> None:
+        self._base = str(client.base_url).rstrip("/")
+        self._headers = list(client.headers.multi_items())
+        self._urls: dict[str, httpx2.URL] = {}  # fixed paths only: bounded by the adapter
+
+    def json(
+        self, path: str, payload: JsonValue, *, headers: dict[str, str], operation: str
+    ) -> httpx2.Request:
+        """POST `payload` as JSON to a fixed `path` (the same few paths on every call)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx2.URL(self._base + path)
+        content = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return httpx2.Request(
+            "POST",
+            url,
+            headers=[*self._headers, ("content-type", "application/json"), *headers.items()],
+            content=content.encode(),
+            extensions={OPERATION: operation},
+        )
+
+    def bare(
+        self, method: str, path: str, *, headers: dict[str, str], operation: str
+    ) -> httpx2.Request:
+        """A request without a body to a `path` that may hold an id (not kept)."""
+        return httpx2.Request(
+            method,
+            httpx2.URL(self._base + path),
+            headers=[*self._headers, *headers.items()],
+            extensions={OPERATION: operation},
+        )
+
+
 def operation_of(request: httpx2.Request) -> str:
     tagged = request.extensions.get(OPERATION)
     return tagged if isinstance(tagged, str) and tagged else request.method
@@ -198,6 +240,29 @@ def json_body(response: httpx2.Response) -> JsonValue:
             UNREADABLE, f"HTTP {response.status_code}: body is not JSON"
         ) from error
     return body
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An HTTP answer with its JSON body decoded once, for every reader that needs it."""
+
+    response: httpx2.Response
+    body: JsonValue = None
+    failure: UpstreamFailure | None = None
+    """Set when the body is not JSON; `json()` raises it."""
+
+    @classmethod
+    def of(cls, response: httpx2.Response) -> Decoded:
+        try:
+            return cls(response, json_body(response))
+        except UpstreamFailure as failure:
+            return cls(response, failure=failure)
+
+    def json(self) -> JsonValue:
+        """The body, or UpstreamFailure(UNREADABLE) when it is not JSON."""
+        if self.failure is not None:
+            raise self.failure
+        return self.body
 
 
 def redacted(value: Any, depth: int = 0) -> JsonValue:

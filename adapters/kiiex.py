@@ -25,7 +25,9 @@ from adapters.codes import COMMON_CODES, UNREADABLE, failed_reply, status_key
 from adapters.guard import AuthRefused, UpstreamFailure, answered
 from adapters.http import (
     OPERATION,
+    Decoded,
     Exchange,
+    Requests,
     http_client,
     json_body,
     login_client,
@@ -189,6 +191,7 @@ class KiiexAdapter:
     ) -> None:
         self._options: KiiexOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
+        self._requests = Requests(self._client)
         self._logins = login_client(connection, self._options.base_url, transport)
         self._sessions = SharedLogin(self._login)
 
@@ -200,8 +203,8 @@ class KiiexAdapter:
         exchange = Exchange()
 
         async def cancel_once() -> UpstreamReply:
-            response = await self._call(job.operation, _cancel_payload(job), timeout, exchange)
-            return _reply(response, job.legs)
+            answer = await self._call(job.operation, _cancel_payload(job), timeout, exchange)
+            return _reply(answer, job.legs)
 
         return await answered(
             cancel_once(),
@@ -247,7 +250,7 @@ class KiiexAdapter:
             "AccountId": account,
             "InstrumentId": job.instrument_id,
         }
-        body = json_body(await self._call("GetOpenQuotes", query, timeout))
+        body = (await self._call("GetOpenQuotes", query, timeout)).json()
         # Both keys, or no verdict: a generic error envelope (errorcode 20, 102, ...) has
         # neither, and must not read as "no quote is open any more".
         if not isinstance(body, dict) or not {"bid", "ask"} <= body.keys():
@@ -259,8 +262,8 @@ class KiiexAdapter:
 
     async def _report_check(self, job: KiiexUserReport, timeout: float) -> LegCheck:
         session = await self._sessions.get(timeout)
-        response = await self._call("GetUserReportTickets", {"UserId": session.user_id}, timeout)
-        tickets = json_body(response)
+        answer = await self._call("GetUserReportTickets", {"UserId": session.user_id}, timeout)
+        tickets = answer.json()
         if not isinstance(tickets, list):
             raise UpstreamFailure(UNREADABLE, "GetUserReportTickets: expected a list")
         for ticket in tickets:
@@ -272,18 +275,17 @@ class KiiexAdapter:
 
     async def _call(
         self, function: str, payload: JsonValue, timeout: float, exchange: Exchange | None = None
-    ) -> httpx2.Response:
+    ) -> Decoded:
         """One function call with the shared session, renewed once if KIIEX says it is not."""
 
-        async def send_with(session: _Session) -> httpx2.Response:
-            request = self._client.build_request(
-                "POST",
+        async def send_with(session: _Session) -> Decoded:
+            request = self._requests.json(
                 f"{self._options.path_prefix}/{function}",
-                json=payload,
+                payload,
                 headers={self._options.token_header: session.token},
-                extensions={OPERATION: function},
+                operation=function,
             )
-            return await send(self._client, request, timeout, exchange)
+            return Decoded.of(await send(self._client, request, timeout, exchange))
 
         return await self._sessions.call(timeout, send_with, _says_not_authorized)
 
@@ -361,27 +363,25 @@ def _cancel_payload(job: JobKind) -> dict[str, JsonValue]:
     raise TypeError(f"KIIEX does not cancel {type(job).__name__}")
 
 
-def _says_not_authorized(response: httpx2.Response) -> bool:
-    if response.status_code == 401:
+def _says_not_authorized(answer: Decoded) -> bool:
+    if answer.response.status_code == 401:
         return True
-    try:
-        body = response.json()
-    except ValueError:
-        return False
+    body = answer.body
     envelopes = (
         [body.get("BidResult"), body.get("AskResult"), body] if isinstance(body, dict) else []
     )
     return any(_envelope(e)[0] == NOT_AUTHORIZED for e in envelopes if e is not None)
 
 
-def _reply(response: httpx2.Response, legs: tuple[str, ...]) -> UpstreamReply:
-    if response.text.strip().upper() == RATE_LIMIT_TEXT:
+def _reply(answer: Decoded, legs: tuple[str, ...]) -> UpstreamReply:
+    response = answer.response
+    if answer.failure is not None and response.text.strip().upper() == RATE_LIMIT_TEXT:
         return _http_failure(response, legs, RATE_LIMIT_TEXT)
     status = status_key(CODES, response.status_code)
     if status == "HTTP 429":  # a limit on requests, whatever the body says of the job
         return _http_failure(response, legs, status)
     try:
-        body = json_body(response)
+        body = answer.json()
     except UpstreamFailure as failure:
         if response.is_success:
             return _unreadable(legs, failure.message, raw_text(response))

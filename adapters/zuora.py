@@ -21,6 +21,7 @@ from adapters.guard import AuthRefused, UpstreamFailure, answered
 from adapters.http import (
     OPERATION,
     Exchange,
+    Requests,
     http_client,
     json_body,
     login_client,
@@ -296,6 +297,7 @@ class ZuoraAdapter:
     ) -> None:
         self._options: ZuoraOptions = connection.options
         self._client = http_client(connection, self._options.base_url, transport)
+        self._requests = Requests(self._client)
         self._logins = login_client(connection, self._options.base_url, transport)
         credentials = self._options.credentials
         self._legacy_headers = (
@@ -371,9 +373,7 @@ class ZuoraAdapter:
             headers = dict(auth)
             if self._options.entity_ids:
                 headers["Zuora-Entity-Ids"] = self._options.entity_ids
-            request = self._client.build_request(
-                method, path, headers=headers, extensions={OPERATION: operation}
-            )
+            request = self._requests.bare(method, path, headers=headers, operation=operation)
             return await send(self._client, request, timeout, exchange)
 
         if self._tokens is None:

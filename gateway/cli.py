@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,25 @@ def _serve(config_path: Path | None, registry: Registry) -> int:
     configure_logging(config.server.log_level)
     if config.server.workers > 1 and not is_worker():
         return supervise(config_path, config)
-    return asyncio.run(_run_gateway(config, registry))
+    exp = os.environ.get("EXP", "")
+    if "gc" in exp:
+        import gc
+
+        gc.freeze()
+        gc.set_threshold(10_000, 50, 100)
+    if "uv" in exp:
+        import uvloop
+
+        return uvloop.run(_run_gateway(config, registry))
+    return _run(_run_gateway(config, registry), config.server.event_loop)
+
+
+def _run(main: Coroutine[Any, Any, int], event_loop: str) -> int:
+    if event_loop == "uvloop":
+        import uvloop  # config checked it is installed
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def _run_gateway(config: Config, registry: Registry) -> int:

@@ -7,6 +7,7 @@ live in the file; it names the environment variables that hold them.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import ssl
 import tempfile
@@ -181,6 +182,7 @@ class ConnectionSettings:
 
 
 LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR"}
+EVENT_LOOPS = {"uvloop": "uvloop", "asyncio": "asyncio"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,9 @@ class ServerSettings:
     health_listen: str = ""
     # Processes sharing the gRPC port (SO_REUSEPORT, asked for only by this).
     workers: int = 1
+    # uvloop measured a few per cent less CPU per call (README, Performance); asyncio's
+    # own loop stays one key away.
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,13 @@ def _address(table: Table, name: str, default: str, optional: bool = False) -> s
     return value
 
 
+def _event_loop(table: Table) -> str:
+    loop = table.choice("event_loop", EVENT_LOOPS, "uvloop")
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(f'{table.key("event_loop")}: uvloop is not installed; set "asyncio"')
+    return loop
+
+
 def _server(table: Table) -> ServerSettings:
     defaults = ServerSettings()
     settings = ServerSettings(
@@ -279,6 +291,7 @@ def _server(table: Table) -> ServerSettings:
         tls=_tls(table.table("tls")),
         health_listen=_address(table, "health_listen", "", optional=True),
         workers=table.integer("workers", 1, maximum=64),
+        event_loop=_event_loop(table),
     )
     ports = {
         key: address.rpartition(":")[2]

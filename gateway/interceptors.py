@@ -16,12 +16,13 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextvars import Token
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gateway.auth import Callers, bind_caller, unbind_caller
+from gateway.auth import Caller, Callers, bind_caller, unbind_caller
 from gateway.errors import Unauthenticated
 from gateway.metrics import Metrics
 from gateway.service import rich_status
@@ -72,6 +73,23 @@ def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
+class _Wrapped:
+    """Each method's wrapped handler, built once: grpc asks the interceptors on every call.
+    Bounded by the methods the server has (an unknown method has no handler to wrap)."""
+
+    def __init__(self, wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]):
+        self._wrap = wrap
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def __call__(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        cached = self._by_method.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts `grpc_server_started_total`, `grpc_server_handled_total` and
     `grpc_server_handling_seconds` for every RPC; series exist from start for `services`."""
@@ -83,6 +101,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             for method in service.methods:
                 kind = grpc_type(method.client_streaming, method.server_streaming)
                 metrics.prepare_grpc(kind, service.full_name, method.name, codes)
+        self._wrapped = _Wrapped(self._observing)
 
     async def intercept_service(
         self,
@@ -92,27 +111,44 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED on its own
             return None
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        kind = grpc_type(handler.request_streaming, handler.response_streaming)
-        labels = (kind, service, method)
-        return _wrap(handler, lambda context: self._observed(labels, context))
+        return self._wrapped(handler_call_details.method, handler)
 
-    @contextlib.asynccontextmanager
-    async def _observed(
-        self, labels: tuple[str, str, str], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[None]:
-        self._metrics.grpc_started.labels(*labels).inc()
-        started = time.monotonic()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            code = GRPC_CODE_NAMES.get(final_code(context, error), "Unknown")
-            self._metrics.grpc_handled.labels(*labels, code).inc()
-            self._metrics.grpc_handling.labels(*labels).observe(time.monotonic() - started)
+    def _observing(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, name = method.lstrip("/").rpartition("/")
+        kind = grpc_type(handler.request_streaming, handler.response_streaming)
+        series = _RpcSeries(self._metrics, (kind, service, name))
+        return _wrap(handler, lambda context: _Observed(series, context))
+
+
+class _RpcSeries:
+    """The metric children of one method, looked up once."""
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self.started = metrics.started_of(*labels)
+        self.handling = metrics.handling_of(*labels)
+        self._handled = metrics.handled_of
+        self._labels = labels
+
+    def handled(self, code: str) -> Any:
+        return self._handled(*self._labels, code)
+
+
+class _Observed:
+    """One RPC, counted: started on entry; its final code and duration on exit."""
+
+    __slots__ = ("_context", "_series", "_started")
+
+    def __init__(self, series: _RpcSeries, context: grpc.aio.ServicerContext) -> None:
+        self._series, self._context, self._started = series, context, 0.0
+
+    async def __aenter__(self) -> None:
+        self._series.started.inc()
+        self._started = time.monotonic()
+
+    async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        code = GRPC_CODE_NAMES.get(final_code(self._context, error), "Unknown")
+        self._series.handled(code).inc()
+        self._series.handling.observe(time.monotonic() - self._started)
 
 
 Observe = Callable[[grpc.aio.ServicerContext], contextlib.AbstractAsyncContextManager[None]]
@@ -168,6 +204,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._callers = callers
         self._open = frozenset(open_services)
         self._metrics = metrics
+        self._wrapped = _Wrapped(self._authenticating)
 
     async def intercept_service(
         self,
@@ -178,25 +215,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         service = handler_call_details.method.lstrip("/").rpartition("/")[0]
         if handler is None or service in self._open:
             return handler
-        authorization = [
-            str(value)
-            for key, value in handler_call_details.invocation_metadata or ()
-            if key == "authorization"
-        ]
-        method = handler_call_details.method
-        wrapped = _wrap(
-            handler, lambda context: self._authenticated(context, authorization, method)
-        )
+        return self._wrapped(handler_call_details.method, handler)
+
+    def _authenticating(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        wrapped = _wrap(handler, lambda context: _Authenticated(self, context, method))
         if wrapped is handler:  # a handler kind it cannot wrap must not run unauthenticated
-            raise TypeError(f"cannot authenticate {handler_call_details.method}: not async")
+            raise TypeError(f"cannot authenticate {method}: not async")
         return wrapped
 
-    @contextlib.asynccontextmanager
-    async def _authenticated(
-        self, context: grpc.aio.ServicerContext, authorization: list[str], method: str
-    ) -> AsyncIterator[None]:
+    async def identify(self, context: grpc.aio.ServicerContext, method: str) -> Caller:
+        """The caller, or the call aborted UNAUTHENTICATED (counted and logged)."""
+        authorization = [
+            str(value)
+            for key, value in context.invocation_metadata() or ()
+            if key == "authorization"
+        ]
         try:
-            caller = self._callers.identify(
+            return self._callers.identify(
                 authorization=authorization, cert_names=certificate_names(context)
             )
         except Unauthenticated as error:
@@ -207,11 +242,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                        "error_reason": "UNAUTHENTICATED", "detail": error.message},
             )  # fmt: skip
             await context.abort_with_status(rich_status(error))
-        token = bind_caller(caller)
-        try:
-            yield
-        finally:
-            unbind_caller(token)
+            raise  # not reached: abort raises
+
+
+class _Authenticated:
+    """The caller bound for the length of one RPC (or the RPC refused on entry)."""
+
+    __slots__ = ("_context", "_interceptor", "_method", "_token")
+
+    def __init__(
+        self, interceptor: AuthInterceptor, context: grpc.aio.ServicerContext, method: str
+    ) -> None:
+        self._interceptor, self._context, self._method = interceptor, context, method
+        self._token: Token[Caller | None] | None = None
+
+    async def __aenter__(self) -> None:
+        caller = await self._interceptor.identify(self._context, self._method)
+        self._token = bind_caller(caller)
+
+    async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if self._token is not None:
+            unbind_caller(self._token)
 
 
 def certificate_names(context: grpc.aio.ServicerContext) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +21,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.model import SUCCESSFUL_OUTCOMES, CancelResult, Outcome, Reason, Verdict
 
@@ -51,9 +53,14 @@ _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+_NAMES: dict[type, dict[Outcome | Reason, str]] = {
+    kind: {value: value.name.lower() for value in kind} for kind in (Outcome, Reason)
+}
+
+
 def label(value: Outcome | Reason) -> str:
     """Enum names as label values: lower case, no proto prefix (`not_found`)."""
-    return value.name.lower()
+    return _NAMES[type(value)][value]
 
 
 def possible_results(verdicts: Iterable[Verdict]) -> frozenset[tuple[Outcome, Reason]]:
@@ -80,6 +87,25 @@ def possible_results(verdicts: Iterable[Verdict]) -> frozenset[tuple[Outcome, Re
     return frozenset(results)
 
 
+Child = TypeVar("Child", bound=MetricWrapperBase)
+
+
+class Series(Generic[Child]):
+    """A labelled metric's children, each looked up once: `labels()` checks and hashes its
+    values on every call, which a hot path pays several times per CancelJob. Bounded like
+    the labels themselves (see the module docstring)."""
+
+    def __init__(self, metric: Child) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Child] = {}
+
+    def __call__(self, *values: str) -> Child:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     """The gateway's metrics in one registry; `connection()` hands out per-connection views."""
 
@@ -90,6 +116,14 @@ class Metrics:
         self._define_jobs()
         self._define_upstream()
         self._define_callers()
+        self.started_of: Series[Counter] = Series(self.grpc_started)
+        self.handled_of: Series[Counter] = Series(self.grpc_handled)
+        self.handling_of: Series[Histogram] = Series(self.grpc_handling)
+        self.jobs_of: Series[Counter] = Series(self.jobs)
+        self.job_duration_of: Series[Histogram] = Series(self.job_duration)
+        self.requests_of: Series[Counter] = Series(self.upstream_requests)
+        self.request_duration_of: Series[Histogram] = Series(self.upstream_duration)
+        self.caller_calls_of: Series[Counter] = Series(self.caller_calls)
 
     def _define_grpc(self) -> None:
         # The names and labels of go-grpc-prometheus, which existing gRPC dashboards query.
@@ -264,10 +298,9 @@ class Metrics:
             gauge.set(value())
 
     def job_finished(self, result: CancelResult, seconds: float) -> None:
-        self.jobs.labels(
-            result.upstream, result.operation, label(result.outcome), label(result.reason)
-        ).inc()
-        self.job_duration.labels(result.upstream, result.operation).observe(seconds)
+        upstream, operation = result.upstream, result.operation
+        self.jobs_of(upstream, operation, label(result.outcome), label(result.reason)).inc()
+        self.job_duration_of(upstream, operation).observe(seconds)
 
     def confirmed(self, upstream: str, result: str) -> None:
         self.confirmations.labels(upstream, result).inc()
@@ -280,10 +313,11 @@ class ConnectionMetrics:
     def __init__(self, metrics: Metrics, name: str) -> None:
         self._metrics = metrics
         self.name = name
+        self._in_flight = metrics.in_flight.labels(name)
 
     def http_call(self, operation: str, status_class: str, seconds: float) -> None:
-        self._metrics.upstream_requests.labels(self.name, operation, status_class).inc()
-        self._metrics.upstream_duration.labels(self.name, operation).observe(seconds)
+        self._metrics.requests_of(self.name, operation, status_class).inc()
+        self._metrics.request_duration_of(self.name, operation).observe(seconds)
 
     def token_refreshed(self, result: str) -> None:
         self._metrics.token_refreshes.labels(self.name, result).inc()
@@ -293,7 +327,7 @@ class ConnectionMetrics:
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
-        gauge = self._metrics.in_flight.labels(self.name)
+        gauge = self._in_flight
         gauge.inc()
         try:
             yield

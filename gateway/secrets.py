@@ -11,12 +11,13 @@ quoted in a late answer, is still caught).
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from gateway.model import CancelResult, LegResult
+from gateway.model import Attempt, CancelResult, LegResult
 
 REDACTED = "[redacted]"
 # Shorter values would scrub ordinary words; nothing that short is a secret worth the name
@@ -36,6 +37,7 @@ class SecretBook:
         self._configured: set[str] = set()
         self._tokens: OrderedDict[str, None] = OrderedDict()
         self._values: tuple[str, ...] | None = ()
+        self._pattern: re.Pattern[str] | None = None
 
     def configured(self, values: set[str] | frozenset[str]) -> None:
         self._configured |= {f for v in values if len(v) >= SHORTEST for f in _forms(v)}
@@ -54,8 +56,8 @@ class SecretBook:
         """`text` with every span any secret covers replaced; overlapping secrets are
         cut out whole, not one leaving a piece of the other."""
         values = self._known()
-        if not any(value in text for value in values):
-            return text  # the common case, found by plain substring search
+        if not text or self._pattern is None or self._pattern.search(text) is None:
+            return text  # the common case: one search in C for all the secrets
         spans = sorted(
             (start, start + len(value)) for value in values for start in _occurrences(text, value)
         )
@@ -71,18 +73,24 @@ class SecretBook:
         return "".join([*out, text[at:]])
 
     def scrub_json(self, value: Any) -> Any:
-        """A JSON-like value with every string (keys included) scrubbed."""
+        """A JSON-like value with every string (keys included) scrubbed; the same object
+        when nothing in it had to go."""
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, dict):
-            return {self.scrub(str(k)): self.scrub_json(v) for k, v in value.items()}
+            pairs = [(self.scrub(str(k)), self.scrub_json(v)) for k, v in value.items()]
+            same = zip(pairs, value.items(), strict=True)
+            return value if all(a is k and b is v for (a, b), (k, v) in same) else dict(pairs)
         if isinstance(value, list):
-            return [self.scrub_json(v) for v in value]
+            items = [self.scrub_json(v) for v in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
         return value
 
     def _known(self) -> tuple[str, ...]:
         if self._values is None:
             self._values = tuple(self._configured | set(self._tokens))
+            alternatives = "|".join(map(re.escape, self._values))
+            self._pattern = re.compile(alternatives) if self._values else None
         return self._values
 
 
@@ -99,24 +107,34 @@ SECRETS = SecretBook()
 
 
 def scrubbed(result: CancelResult, book: SecretBook = SECRETS) -> CancelResult:
-    """The envelope with every secret gone from the text an upstream may have put in it."""
-    return replace(
-        result,
-        message=book.scrub(result.message),
-        legs=scrubbed_legs(result.legs, book),
-        upstream_response=book.scrub_json(result.upstream_response),
-        history=tuple(replace(a, legs=scrubbed_legs(a.legs, book)) for a in result.history),
-    )
+    """The envelope with every secret gone from the text an upstream may have put in it
+    (the same object when there was none: the common case costs no copy)."""
+    message = book.scrub(result.message)
+    legs = scrubbed_legs(result.legs, book)
+    body = book.scrub_json(result.upstream_response)
+    history = tuple(_attempt(a, book) for a in result.history)
+    unchanged = message is result.message and legs is result.legs
+    unchanged = unchanged and body is result.upstream_response
+    if unchanged and all(a is b for a, b in zip(history, result.history, strict=True)):
+        return result
+    return replace(result, message=message, legs=legs, upstream_response=body, history=history)
 
 
 def scrubbed_legs(legs: tuple[LegResult, ...], book: SecretBook = SECRETS) -> tuple[LegResult, ...]:
-    return tuple(_leg(leg, book) for leg in legs)
+    """The legs with no secret in their text; the same tuple when none had one."""
+    cleaned = tuple(_leg(leg, book) for leg in legs)
+    return legs if all(a is b for a, b in zip(cleaned, legs, strict=True)) else cleaned
+
+
+def _attempt(attempt: Attempt, book: SecretBook) -> Attempt:
+    legs = scrubbed_legs(attempt.legs, book)
+    return attempt if legs is attempt.legs else replace(attempt, legs=legs)
 
 
 def _leg(leg: LegResult, book: SecretBook) -> LegResult:
-    return replace(
-        leg,
-        upstream_code=book.scrub(leg.upstream_code),
-        upstream_message=book.scrub(leg.upstream_message),
-        detail=book.scrub(leg.detail),
-    )
+    code = book.scrub(leg.upstream_code)
+    message = book.scrub(leg.upstream_message)
+    detail = book.scrub(leg.detail)
+    if code is leg.upstream_code and message is leg.upstream_message and detail is leg.detail:
+        return leg
+    return replace(leg, upstream_code=code, upstream_message=message, detail=detail)

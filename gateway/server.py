@@ -31,7 +31,6 @@ from gateway.router import Router
 from gateway.secrets import SECRETS, SHORTEST
 from gateway.service import CancellationService, rpc_handler
 from stores.memory import MemoryStore
-from stores.redis import RedisStore
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"]
 SERVICE_NAME = SERVICE.full_name
@@ -51,6 +50,9 @@ SAMPLE_SECONDS = 1.0
 
 def idempotency_store(settings: IdempotencySettings) -> IdempotencyStore:
     if settings.store == "redis":
+        # Imported only when configured: redis-py and what it loads cost ~6 MB per process.
+        from stores.redis import RedisStore
+
         return RedisStore(settings.redis_url)
     return MemoryStore()
 
@@ -148,7 +150,7 @@ class GatewayServer:
             AuthInterceptor(callers, open_services, self.metrics),
             shared=config.server.workers > 1,
         )
-        service = CancellationService(
+        self.service = service = CancellationService(
             self.router, pipeline, registry, self.drain, self.metrics, callers
         )
         self._server.add_generic_rpc_handlers((rpc_handler(service),))

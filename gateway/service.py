@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
@@ -155,27 +154,46 @@ def request_from_proto(
 
 def _text(value: str) -> str:
     """A string protobuf can carry: valid UTF-8 (upstreams send lone surrogates) and short."""
+    if value.isascii():  # the common case: nothing to replace
+        return value[:_MAX_TEXT]
     return value.encode("utf-8", "replace").decode("utf-8")[:_MAX_TEXT]
 
 
 def _struct(body: JsonValue) -> struct_pb2.Struct | None:
-    """The upstream body as a Struct, or its text when it is too big or too odd for one."""
+    """The upstream body as a Struct, or its text when it is too big or too odd for one.
+
+    Built straight from the parsed body; only a body protobuf refuses as it is (a lone
+    surrogate, an integer past a double's range) takes the way through JSON text."""
     if body is None:
         return None
-    text = _text_of(body)
     struct = struct_pb2.Struct()
     try:
-        if len(text) > _MAX_BODY:
-            raise ValueError("too big to return whole")
+        struct.update(body if isinstance(body, dict) else {"body": body})
+    except (ValueError, TypeError, OverflowError):
+        return _struct_of_text(_text_of(body))
+    if struct.ByteSize() > _MAX_BODY:
+        return _truncated(_text_of(body))
+    return struct
+
+
+def _struct_of_text(text: str) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    try:
         value = json.loads(text)
         struct.update(value if isinstance(value, dict) else {"body": value})
-    except (ValueError, TypeError, OverflowError):  # e.g. integers past a double's range
-        struct.Clear()
-        struct.update({"truncated": True, "text": text[:_MAX_TEXT]})
+    except (ValueError, TypeError, OverflowError):
+        return _truncated(text)
+    return struct if struct.ByteSize() <= _MAX_BODY else _truncated(text)
+
+
+def _truncated(text: str) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update({"truncated": True, "text": text[:_MAX_TEXT]})
     return struct
 
 
 def _text_of(body: JsonValue) -> str:
+    """JSON text of the body that protobuf can carry (lone surrogates replaced)."""
     encoded = json.dumps(body, ensure_ascii=False, default=str)
     return encoded.encode("utf-8", "replace").decode("utf-8")
 
@@ -193,9 +211,8 @@ def _leg_to_proto(leg: LegResult) -> gateway_pb2.LegResult:
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromTimedelta(timedelta(seconds=seconds))
-    return duration
+    nanos = round(max(0.0, seconds) * 1e9)  # durations here are never negative
+    return duration_pb2.Duration(seconds=nanos // 10**9, nanos=nanos % 10**9)
 
 
 def _attempt_to_proto(attempt: Attempt) -> gateway_pb2.Attempt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -473,3 +474,18 @@ def test_environment_overrides_the_server_keys_of_the_file(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match=r"^server\.listen: "):
         load_config(path, {**environ, "CANCELGW_LISTEN": "nowhere"}, REGISTRY.option_parsers)
+
+
+def test_event_loop_defaults_to_uvloop_and_takes_asyncio() -> None:
+    assert _parse().server.event_loop == "uvloop"
+    assert _parse(server={"event_loop": "asyncio"}).server.event_loop == "asyncio"
+    assert _error(server={"event_loop": "trio"}).startswith("server.event_loop: must be one of")
+
+
+def test_uvloop_asked_for_but_not_installed_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    assert _error() == 'server.event_loop: uvloop is not installed; set "asyncio"'
+    assert _parse(server={"event_loop": "asyncio"}).server.event_loop == "asyncio"
