@@ -30,7 +30,7 @@ tools:
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
 	  echo "error: missing Debian package(s):$$missing (apt-get install$$missing)," \
-	       "or put promtool and redis-server on PATH" >&2; exit 1; \
+	       "or put the tools ($(TOOLS)) on PATH" >&2; exit 1; \
 	fi; \
 	echo "installing Debian package(s):$$missing"; \
 	if [ ! -e /usr/sbin/policy-rc.d ]; then \
@@ -52,8 +52,12 @@ proto: $(BIN)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTO)
 
+# Every part in its own process: raw upstream, gateway, bare relay, direct client, and h2load
+# (Debian nghttp2-client) as the load generator; two workers need redis-server. Prints a
+# table and writes bench.json (README, Performance). BENCH_ARGS="--seconds 2" for a quick one.
 bench: $(BIN)/.installed
-	$(BIN)/python -m benchmarks.cancel_load $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory tools TOOLS="h2load:nghttp2-client redis-server:redis-server"
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 # 10,000 calls under injected faults; prints classified / truthful / lost and exits non-zero
 # unless all are classified and truthful (tests/chaos.py; make test runs 2,000).

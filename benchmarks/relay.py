@@ -18,6 +18,8 @@ from cancellation.v1 import gateway_pb2 as pb
 
 Send = Callable[[str, bytes], Awaitable[bytes]]
 _BODY = json.dumps({"UserReportId": "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"}).encode()
+# As the gateway's benchmark connection: max_in_flight 256, pool_size 64.
+LIMIT, POOL = 256, 64
 _HEADERS = {"aptoken": "bench-session", "content-type": "application/json"}
 
 
@@ -31,7 +33,8 @@ def _httpx_style(client: Any) -> Send:
 
 
 def engine(name: str, limit: int) -> tuple[Send, Callable[[], Awaitable[None]]]:
-    """(send, close) for one HTTP client, by name."""
+    """(send, close) for one HTTP client, by name: `gateway` (adapters.http.engine_client:
+    httpx2 over aiohttp's pool), `httpx2` (its own pool) or `aiohttp` (the bare engine)."""
     if name == "aiohttp":
         import aiohttp
 
@@ -42,36 +45,20 @@ def engine(name: str, limit: int) -> tuple[Send, Callable[[], Awaitable[None]]]:
                 return await response.read()
 
         return send, session.close
-    if name == "gateway":
-        from adapters.http import engine_client
-
-        client = engine_client(limit=limit, keep=min(limit, 8))
-        return _httpx_style(client), client.aclose
-    if name.startswith("httpx2"):
+    if name == "httpx2":
         import httpx2
 
-        limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=limit)
-        transport = None
-        if name.endswith("+aiohttp"):
-            from httpx_aiohttp.httpx2 import AiohttpTransport as Transport2
+        limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=POOL)
+        native = httpx2.AsyncClient(limits=limits)
+        return _httpx_style(native), native.aclose
+    from adapters.http import engine_client
 
-            transport = Transport2(limits=limits)
-        client2 = httpx2.AsyncClient(limits=limits, transport=transport)
-        return _httpx_style(client2), client2.aclose
-    import httpx
-
-    limits1 = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
-    transport1 = None
-    if name.endswith("+aiohttp"):
-        from httpx_aiohttp import AiohttpTransport
-
-        transport1 = AiohttpTransport(limits=limits1)
-    client1 = httpx.AsyncClient(limits=limits1, transport=transport1)
-    return _httpx_style(client1), client1.aclose
+    client = engine_client(limit=limit, keep=POOL)
+    return _httpx_style(client), client.aclose
 
 
 async def main(port: int, upstream: str, name: str) -> None:
-    send, close = engine(name, limit=64)
+    send, close = engine(name, limit=LIMIT)
     url = f"{upstream}/ap/CancelUserReport"
     answer = pb.CancelJobResponse(outcome=pb.OUTCOME_ACCEPTED, upstream="kiiex").SerializeToString()
 

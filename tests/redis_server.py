@@ -11,7 +11,8 @@ from pathlib import Path
 STARTUP_SECONDS = 10.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free right now (bound and released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -38,7 +39,7 @@ class RedisServer:
             )
         self._binary = binary
         self._folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

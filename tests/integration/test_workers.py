@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -34,17 +33,10 @@ from tests.processes import (
     serve,
     until,
 )
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 CHANNELS = 16  # connections: all 16 on one worker by chance is a 1 in 32,768 event
 MAX_IN_FLIGHT = 32
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def _two_workers(
@@ -97,7 +89,7 @@ async def test_two_workers_share_the_port_and_their_metrics_add_up(
     kiiex_sim: KiiexSimulator,
     redis_server: RedisServer,
 ) -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     served = await _two_workers(tmp_path, kiiex_http.url, redis_server, metrics_port)
     reports = [kiiex_sim.add_report() for _ in range(4 * CHANNELS)]
     answers = await _calls(served.target, reports)

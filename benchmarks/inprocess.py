@@ -1,0 +1,87 @@
+"""The gateway's own CPU per CancelJob, without gRPC, sockets or another process: the
+servicer called directly on one event loop, its KIIEX connection on an httpx2 mock
+transport, against a bare httpx2 POST on the same transport. Low noise, so a change in the
+gateway's Python shows here first. `python -m benchmarks.inprocess [CALLS]` prints one JSON
+line; `make bench` includes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx2
+
+from adapters import REGISTRY
+from cancellation.v1 import gateway_pb2 as pb
+from gateway.config import parse_config
+from gateway.server import GatewayServer
+
+REPORT = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
+_LOGIN = {"Authenticated": True, "SessionToken": "bench-session", "User": {"UserId": 1}}
+_CANCELED = {"result": True, "errormsg": None, "errorcode": 0, "detail": None}
+WARM = 200
+
+
+def _upstream(request: httpx2.Request) -> httpx2.Response:
+    body = _LOGIN if request.url.path.endswith("/AuthenticateUser") else _CANCELED
+    return httpx2.Response(200, json=body)
+
+
+class _Context:
+    """What the servicer asks of a grpc.aio context, answered for a plain call."""
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    async def send_initial_metadata(self, metadata: object) -> None:
+        pass
+
+
+async def _per_call(calls: int, call: Callable[[], Awaitable[Any]]) -> float:
+    """Microseconds per call, after a warm-up."""
+    for _ in range(WARM):
+        await call()
+    started = time.perf_counter()
+    for _ in range(calls):
+        await call()
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+async def measure(calls: int) -> dict[str, float]:
+    data = {
+        "server": {"allow_unauthenticated": True, "metrics_listen": ""},
+        "connections": {
+            "k": {"upstream": "kiiex", "base_url": "http://upstream", "username_env": "U",
+                  "password_env": "P"},
+        },
+    }  # fmt: skip
+    config = parse_config(data, {"U": "bench", "P": "bench-password"}, REGISTRY.option_parsers)
+    server = GatewayServer(config, transports={"k": httpx2.MockTransport(_upstream)})
+    request = pb.CancelJobRequest(kiiex_user_report=pb.KiiexUserReport(user_report_id=REPORT))
+    context: Any = _Context()
+    gateway = await _per_call(calls, lambda: server.service.CancelJob(request, context))
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(_upstream))
+    body = json.dumps({"UserReportId": REPORT}).encode()
+
+    async def post() -> object:
+        response = await client.post("http://upstream/ap/CancelUserReport", content=body)
+        return response.json()
+
+    bare = await _per_call(calls, post)
+    await client.aclose()
+    return {"gateway_us_per_call": round(gateway), "bare_post_us_per_call": round(bare)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 5000))))
