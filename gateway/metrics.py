@@ -116,6 +116,7 @@ class Metrics:
         self._define_jobs()
         self._define_upstream()
         self._define_callers()
+        self._define_build()
         self.started_of: Series[Counter] = Series(self.grpc_started)
         self.handled_of: Series[Counter] = Series(self.grpc_handled)
         self.handling_of: Series[Histogram] = Series(self.grpc_handling)
@@ -222,6 +223,15 @@ class Metrics:
             registry=self.registry,
         )
 
+    def _define_build(self) -> None:
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; its labels say which gateway, Python and grpcio are running.",
+            ("version", "python", "grpc"),
+            registry=self.registry,
+            multiprocess_mode="max",  # the same in every worker: one series, not one per pid
+        )
+
     def _define_callers(self) -> None:
         self.caller_calls = Counter(
             f"{PREFIX}_caller_calls_total",
@@ -236,6 +246,9 @@ class Metrics:
             ("reason",),
             registry=self.registry,
         )
+
+    def built(self, *, version: str, python: str, grpc: str) -> None:
+        self.build_info.labels(version, python, grpc).set(1)
 
     def prepare_callers(self, names: Iterable[str]) -> None:
         for name in names:
@@ -258,7 +271,6 @@ class Metrics:
         for outcome, reason in results:
             self.jobs.labels(upstream, operation, label(outcome), label(reason))
         self.job_duration.labels(upstream, operation)
-        # Nothing increments replays yet: idempotency lands with a later issue.
         self.idempotent_replays.labels(upstream)
         for result in CONFIRM_RESULTS:
             self.confirmations.labels(upstream, result)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,10 +16,10 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2
+from gateway import VERSION, reflection
 from gateway.auth import Callers
 from gateway.config import DRAIN_MARGIN, Config, IdempotencySettings, ServerSettings
 from gateway.drain import Drain
@@ -38,7 +39,8 @@ SERVICE_NAME = SERVICE.full_name
 SERVICES = (
     SERVICE,
     health_pb2.DESCRIPTOR.services_by_name["Health"],
-    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    reflection.V1ALPHA,
+    reflection.V1,
 )
 log = logging.getLogger(__name__)
 # In a drain, calls the transport queued before the signal keep arriving for a moment; the
@@ -120,6 +122,8 @@ class GatewayServer:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        python = ".".join(map(str, sys.version_info[:3]))
+        self.metrics.built(version=VERSION, python=python, grpc=grpc.__version__)
         connected = {
             name: registry.upstreams[settings.upstream].connect(
                 settings, (transports or {}).get(name)
@@ -144,7 +148,7 @@ class GatewayServer:
         callers = Callers(config.callers, allow_unauthenticated=config.server.allow_unauthenticated)
         self.metrics.prepare_callers(callers.names)
         # Probes and schema discovery need no credentials; CancelJob always does.
-        open_services = {health.SERVICE_NAME, reflection.SERVICE_NAME}
+        open_services = {health.SERVICE_NAME, *reflection.NAMES}
         self._server = _grpc_server(
             MetricsInterceptor(self.metrics, SERVICES),
             AuthInterceptor(callers, open_services, self.metrics),
@@ -156,9 +160,7 @@ class GatewayServer:
         self._server.add_generic_rpc_handlers((rpc_handler(service),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if config.server.reflection:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-            )
+            reflection.enable_reflection(self._server, (SERVICE_NAME, health.SERVICE_NAME))
         self._health_server: grpc.aio.Server | None = None
         if config.server.health_listen:
             self._health_server = _grpc_server(

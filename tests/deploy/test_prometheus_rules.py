@@ -4,6 +4,7 @@ dashboard shows what the issue asks an operator to see at a glance."""
 from __future__ import annotations
 
 import json
+import re
 
 from tests.deploy.tools import (
     ALERTS,
@@ -71,3 +72,20 @@ def test_dashboard_shows_what_an_operator_needs_at_a_glance() -> None:
         assert any(f"histogram_quantile({quantile}," in e for e in exprs)
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_dashboard_picks_its_gateway_by_datasource_namespace_and_job() -> None:
+    templating = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    variables = {v["name"]: v for v in templating}
+    assert set(variables) == {"datasource", "namespace", "job"}
+    for name in ("namespace", "job"):
+        assert variables[name]["datasource"]["uid"] == "${datasource}"
+        assert "cancelgw_build_info" in variables[name]["query"]["query"]
+        # All = any value, a missing label included (Prometheus outside Kubernetes).
+        assert (variables[name]["includeAll"], variables[name]["allValue"]) == (True, ".*")
+    for expr in dashboard_expressions():
+        selectors = re.findall(r"[A-Za-z_:][\w:]*\{([^}]*)\}", expr)
+        assert len(selectors) == len(re.findall(r"\b(?:cancelgw|grpc|up)\w*\{", expr)) > 0
+        for selector in selectors:
+            assert selector.startswith('namespace=~"$namespace", job=~"$job"'), expr
+    assert "cancellation-gateway" not in json.dumps(dashboard_expressions())

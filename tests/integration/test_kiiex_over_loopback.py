@@ -9,7 +9,6 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import NAME
@@ -244,17 +243,6 @@ async def test_health_reports_serving(gateway: tuple[Stub, GatewayServer]) -> No
         for service in ("", "cancellation.v1.CancellationGateway"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-async def test_reflection_lists_the_service(gateway: tuple[Stub, GatewayServer]) -> None:
-    _, server = gateway
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        async for reply in reflection.ServerReflectionInfo(iter([request])):
-            names = {service.name for service in reply.list_services_response.service}
-            assert "cancellation.v1.CancellationGateway" in names
-            assert "grpc.health.v1.Health" in names
 
 
 async def test_stop_lets_the_in_flight_call_finish(
