@@ -212,16 +212,6 @@ def _serve(config_path: Path | None, registry: Registry) -> int:
     configure_logging(config.server.log_level)
     if config.server.workers > 1 and not is_worker():
         return supervise(config_path, config)
-    exp = os.environ.get("EXP", "")
-    if "gc" in exp:
-        import gc
-
-        gc.freeze()
-        gc.set_threshold(10_000, 50, 100)
-    if "uv" in exp:
-        import uvloop
-
-        return uvloop.run(_run_gateway(config, registry))
     return _run(_run_gateway(config, registry), config.server.event_loop)
 
 
