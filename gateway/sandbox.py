@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters import REGISTRY
-from gateway.cli import command_line
+from gateway.cancel_command import command_line
 from gateway.config import parse_config
 from gateway.jobs import job_values
 from gateway.registry import Registry

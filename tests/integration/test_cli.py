@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from gateway import VERSION
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from tests.processes import serve
@@ -71,10 +73,10 @@ async def test_sandbox_examples_work_as_printed(
     outputs = [await _run(*example.split()) for example in examples]
     assert [(code, out.split(" ")[:3]) for code, out, _ in outputs] == [
         (0, ["ACCEPTED", "(UNSPECIFIED)", "kiiex"]),
-        (0, ["FAILED", "(NOT_FOUND)", "kiiex"]),
+        (3, ["FAILED", "(NOT_FOUND)", "kiiex"]),
         (0, ["ACCEPTED", "(UNSPECIFIED)", "kiiex"]),
         (0, ["CANCELED", "(UNSPECIFIED)", "zuora"]),
-        (0, ["FAILED", "(NOT_FOUND)", "zuora"]),
+        (3, ["FAILED", "(NOT_FOUND)", "zuora"]),
     ]
     process.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
@@ -85,9 +87,9 @@ async def test_cancel_prints_the_bad_field_and_fails(
 ) -> None:
     _, banner = sandbox_process
     code, _, err = await _run("cancel", "--target", _target(banner), "kiiex-report", "nope")
-    assert code == 2
-    assert "INVALID_ARGUMENT" in err
-    assert "kiiex_user_report.user_report_id" in err
+    assert code == 6
+    assert err.startswith("error: INVALID_ARGUMENT (INVALID_ARGUMENT): ")
+    assert err.count("kiiex_user_report.user_report_id") == 1, "each error printed once"
 
 
 async def test_bad_config_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
@@ -221,3 +223,146 @@ async def test_cancel_refuses_to_send_credentials_carelessly(
     env = {**os.environ, "CANCELGW_TOKEN": "t0ken"}
     code, _, err = await _run("cancel", *extra, "kiiex-report", "x", env=env)
     assert (code, message in err) == (2, True)
+
+
+def _example(banner: str, job: str) -> list[str]:
+    """The first `cancel` example the sandbox printed for `job`, as arguments after `cancel`."""
+    found = re.search(rf"cancelgw cancel (?:--target \S+ )?({job} [^\n#]+?)\s*(?:\n|#)", banner)
+    assert found is not None, banner
+    return found.group(1).split()
+
+
+async def test_exit_codes_follow_the_outcome(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    banner = sandbox_process[1]
+    target = ("--target", _target(banner))
+    quote = _example(banner, "kiiex-quote")  # kiiex-quote --oms-id 1 --instrument-id 1 BID ASK
+    accepted = await _run("cancel", *target, *_example(banner, "kiiex-report"))
+    partial = await _run("cancel", *target, *quote[:-1], "999999")  # no such ask quote
+    failed = await _run("cancel", *target, "kiiex-report", "00000000-0000-4000-8000-000000000000")
+    assert [r[0] for r in (accepted, failed, partial)] == [0, 3, 4], (accepted, failed, partial)
+    assert partial[1].startswith("PARTIAL")
+
+
+async def test_flags_may_follow_the_ids_and_json_covers_errors_too(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    banner = sandbox_process[1]
+    report = _example(banner, "kiiex-report")
+    code, out, _ = await _run(
+        "cancel", *report, "--target", _target(banner), "--confirm", "--json",
+        "--request-id", "rq-cli-1",
+    )  # fmt: skip
+    envelope = json.loads(out)
+    assert (code, envelope["outcome"], envelope["request_id"]) == (
+        0,
+        "OUTCOME_CANCELED",
+        "rq-cli-1",
+    )
+    code, out, err = await _run(
+        "cancel", "kiiex-report", "nope", "--json", "--target", _target(banner)
+    )
+    error = json.loads(out)["error"]
+    assert (code, err) == (6, "")
+    assert (error["code"], error["reason"], error["domain"]) == (
+        "INVALID_ARGUMENT", "INVALID_ARGUMENT", "cancellation-gateway"
+    )  # fmt: skip
+    (violation,) = error["field_violations"]
+    assert violation["field"] == "kiiex_user_report.user_report_id"
+
+
+async def test_the_target_comes_from_the_environment(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    banner = sandbox_process[1]
+    env = {**os.environ, "CANCELGW_TARGET": _target(banner)}
+    code, out, _ = await _run("cancel", *_example(banner, "kiiex-report"), env=env)
+    assert (code, out.split()[0]) == (0, "ACCEPTED")
+
+
+async def test_no_gateway_listening_exits_7_and_says_so_once(refused_url: str) -> None:
+    target = refused_url.removeprefix("http://")
+    code, out, err = await _run("cancel", "--target", target, "--timeout", "5", "kiiex-report", "x")
+    assert (code, out) == (7, "")
+    assert err.startswith("error: UNAVAILABLE: ")
+    assert err.count("\n") == 1
+    code, out, _ = await _run("cancel", "--target", target, "--json", "kiiex-report", "x")
+    assert (code, json.loads(out)["error"]["code"]) == (7, "UNAVAILABLE")
+
+
+class _DropsTheCancel:
+    """A KIIEX that logs in, then closes the connection on every cancel it has read: the
+    cancel may have landed, and no answer says so."""
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        if b"/AuthenticateUser" in head.split(b"\r\n")[0]:
+            body = json.dumps({"Authenticated": True, "SessionToken": "s-123456", "User": {}})
+            writer.write(
+                f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                f"{len(body)}\r\nconnection: close\r\n\r\n{body}".encode()
+            )
+            await writer.drain()
+        else:
+            self.cancels += 1
+        writer.close()
+
+
+async def test_an_answer_lost_after_the_cancel_went_out_exits_5(tmp_path: Path) -> None:
+    upstream = _DropsTheCancel()
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = f"""
+[server]
+listen = "127.0.0.1:0"
+metrics_listen = ""
+allow_unauthenticated = true
+[connections.k]
+upstream = "kiiex"
+base_url = "http://127.0.0.1:{port}"
+username_env = "U"
+password_env = "P"
+"""
+    served = await serve(tmp_path, config, {"U": "operator", "P": "operator-pass"})
+    report = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
+    code, out, _ = await _run("cancel", "--target", served.target, "kiiex-report", report)
+    served.process.terminate()
+    await served.process.wait()
+    server.close()
+    assert (code, out.split()[0]) == (5, "UNKNOWN")
+    assert upstream.cancels >= 1
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "soon", "3601"])
+async def test_a_bad_timeout_is_a_usage_error(timeout: str) -> None:
+    code, out, err = await _run("cancel", "--timeout", timeout, "kiiex-report", "x")
+    assert (code, out) == (2, "")
+    assert "--timeout" in err
+    assert "Traceback" not in err
+
+
+async def test_version_and_help_show_what_there_is() -> None:
+    code, out, _ = await _run("--version")
+    assert (code, out) == (0, f"cancelgw {VERSION}\n")
+    code, out, _ = await _run("cancel", "--help")
+    assert code == 0
+    flat = " ".join(out.split())  # argparse wraps help text at the terminal's width
+    assert "(default: 127.0.0.1:50051)" in flat
+    assert "(default: 30.0)" in flat
+    for exit_code in (
+        "0  ACCEPTED",
+        "3  FAILED",
+        "4  PARTIAL",
+        "5  UNKNOWN",
+        "6  the gateway",
+        "7  no gateway",
+    ):
+        assert exit_code in out
+    code, out, _ = await _run("serve", "--help")
+    assert "$CANCELGW_CONFIG" in out

@@ -5,6 +5,8 @@ requests from it alone."""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2
@@ -13,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from gateway.server import GatewayServer
 
 VERSIONS = ("grpc.reflection.v1", "grpc.reflection.v1alpha")
-Ask = reflection_pb2.ServerReflectionRequest
+Ask: TypeAlias = reflection_pb2.ServerReflectionRequest
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSITION_ROOT = {"server", "sandbox", "cli"}
 # The gRPC edge: the only gateway modules that may speak grpc and protobuf stubs.
-GRPC_EDGE = {"service", "interceptors", "reflection", *COMPOSITION_ROOT}
+GRPC_EDGE = {"service", "interceptors", "reflection", "cancel_command", *COMPOSITION_ROOT}
 CORE = sorted(
     p.stem for p in (ROOT / "gateway").glob("*.py") if p.stem not in GRPC_EDGE | {"__init__"}
 )

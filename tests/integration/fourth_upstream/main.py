@@ -15,6 +15,7 @@ import grpc
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import cli
+from gateway.cancel_command import command_line
 from gateway.registry import Registry
 from gateway.sandbox import instructions, sandbox
 from tests.integration.fourth_upstream import adapter
@@ -47,7 +48,7 @@ def _cli(*argv: str) -> tuple[int, str]:
 
 async def main() -> None:
     async with sandbox(registry=WITH_TICKETING) as box:
-        example = cli.command_line(box.examples[-1].job)
+        example = command_line(box.examples[-1].job)
         code, printed = await asyncio.to_thread(
             _cli, "cancel", "--target", box.target, *example.split()
         )
