@@ -18,9 +18,11 @@ from typing import Any
 import aiohttp
 import httpx2
 from httpx_aiohttp.httpx2 import AiohttpTransport
+from opentelemetry.trace import SpanKind
 
 from adapters.codes import TIMEOUT, UNREACHABLE, UNREADABLE
 from adapters.guard import UpstreamFailure
+from gateway import tracing
 from gateway.config import ConnectionSettings
 from gateway.model import Delivery, JsonValue
 from gateway.secrets import SECRETS
@@ -202,24 +204,55 @@ async def send(
     """Sends one request, raising UpstreamFailure for everything that is not an HTTP answer;
     marks `exchange` (see `Exchange`) when the request is the call's cancel."""
     request.extensions["timeout"] = httpx2.Timeout(timeout).as_dict()
-    started, status_class = time.monotonic(), "error"
     if exchange is not None:
         exchange.delivery = Delivery.NO_ANSWER
+    operation = operation_of(request)
+    with tracing.span(
+        f"{request.method} {operation}",
+        kind=SpanKind.CLIENT,
+        attributes=lambda: _client_span(request, operation),
+    ):
+        tracing.inject(request.headers)  # this span's context goes to the upstream
+        return await _sent(client, request, timeout, exchange, operation)
+
+
+async def _sent(
+    client: httpx2.AsyncClient,
+    request: httpx2.Request,
+    timeout: float,
+    exchange: Exchange | None,
+    operation: str,
+) -> httpx2.Response:
+    started, status_class = time.monotonic(), "error"
     try:
         response = await client.send(request)
+        tracing.note({"http.response.status_code": response.status_code}, prefix="")
         status_class = f"{response.status_code // 100}xx"
         if exchange is not None:
             exchange.delivery = Delivery.ANSWERED
         return response
     except httpx2.TransportError as error:
         code, may_have_left = _classified(error)
+        tracing.note({"failure": code})
         if exchange is not None and not may_have_left:
             exchange.delivery = Delivery.NOT_SENT
         raise UpstreamFailure(code, _described(error, code, may_have_left, timeout)) from error
     except httpx2.HTTPError as error:  # an answer that cannot be decoded (bad gzip, ...)
         raise UpstreamFailure(UNREADABLE, type(error).__name__) from error
     finally:
-        observer().http_call(operation_of(request), status_class, time.monotonic() - started)
+        observer().http_call(operation, status_class, time.monotonic() - started)
+
+
+def _client_span(request: httpx2.Request, operation: str) -> dict[str, str | int]:
+    """An HTTP client span's attributes (OpenTelemetry's names); no path: it may hold an id
+    or a token."""
+    url = request.url
+    return {
+        "http.request.method": request.method,
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "cancelgw.operation": operation,
+    }
 
 
 def _described(error: Exception, code: str, may_have_left: bool, timeout: float) -> str:

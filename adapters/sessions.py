@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from adapters.guard import AuthRefused
+from gateway import tracing
 from gateway.upstream import observer
 
 Credential = TypeVar("Credential")
@@ -62,7 +63,8 @@ class SharedLogin(Generic[Credential]):
     async def _reported_login(self, timeout: float) -> Credential:
         """One login, counted in `cancelgw_token_refreshes_total` of the connection."""
         try:
-            credential = await self._login(timeout)
+            with tracing.span("login"):
+                credential = await self._login(timeout)
         except AuthRefused:
             observer().token_refreshed("refused")
             raise

@@ -82,6 +82,12 @@ class Table:
             raise ConfigError(f"{self.key(name)}: must be a positive number of seconds")
         return value
 
+    def fraction(self, name: str, default: float = _MISSING) -> float:
+        value = float(self._get(name, (int, float), default))
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{self.key(name)}: must be from 0 to 1, got {value}")
+        return value
+
     def choice(self, name: str, choices: Mapping[str, T], default: str = _MISSING) -> T:
         value = self.string(name, default)
         if value not in choices:
@@ -240,11 +246,25 @@ class IdempotencySettings:
     lease: float = 6.0
 
 
+EXPORTERS = {"off": "off", "console": "console", "otlp": "otlp"}
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    exporter: str = "off"
+    endpoint: str = ""
+    """The OTLP/HTTP traces URL (`otlp` only), e.g. http://collector:4318/v1/traces."""
+    service_name: str = "cancellation-gateway"
+    # Of the traces the gateway starts itself; a caller's sampled flag is followed as sent.
+    sample_ratio: float = 1.0
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerSettings
     connections: Mapping[str, ConnectionSettings]
     idempotency: IdempotencySettings = IdempotencySettings()
+    tracing: TracingSettings = TracingSettings()
     callers: tuple[CallerSettings, ...] = ()
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
     """Every secret value the file made the gateway read (passwords, keys, client secrets)."""
@@ -505,6 +525,22 @@ def _idempotency(table: Table) -> IdempotencySettings:
     return settings
 
 
+def _tracing(table: Table) -> TracingSettings:
+    defaults = TracingSettings()
+    exporter = table.choice("exporter", EXPORTERS, defaults.exporter)
+    endpoint = table.url("endpoint") if exporter == "otlp" else table.string("endpoint", "")
+    if endpoint and exporter != "otlp":
+        raise ConfigError(f'{table.key("endpoint")}: only used with exporter = "otlp"')
+    settings = TracingSettings(
+        exporter=exporter,
+        endpoint=endpoint,
+        service_name=table.string("service_name", defaults.service_name),
+        sample_ratio=table.fraction("sample_ratio", defaults.sample_ratio),
+    )
+    table.finish()
+    return settings
+
+
 def _check_defaults(connections: Mapping[str, ConnectionSettings]) -> None:
     for upstream in {c.upstream for c in connections.values()}:
         defaults = sorted(n for n, c in connections.items() if c.upstream == upstream and c.default)
@@ -538,6 +574,7 @@ def parse_config(
             f"server.workers: {server.workers} workers cannot share keys kept in memory; "
             'set idempotency.store = "redis"'
         )
+    tracing = _tracing(root.table("tracing"))
     caller_tables = root.array("callers")
     callers = tuple(_caller(table, connections) for table in caller_tables)
     root.finish()
@@ -545,6 +582,7 @@ def parse_config(
         server=server,
         connections=connections,
         idempotency=idempotency,
+        tracing=tracing,
         callers=callers,
         secrets=frozenset(root.secrets),
     )

@@ -1,11 +1,12 @@
-"""The gRPC server interceptors: one counts every RPC as go-grpc-prometheus does, one
-authenticates the caller before anything else runs.
+"""The gRPC server interceptors: one counts every RPC as go-grpc-prometheus does, one traces each
+CancelJob, one authenticates the caller before anything else runs.
 
-Both wrap each method's behaviour. The metrics one is outermost, so it sees the final
-status code: a normal return (OK, or what `set_code` chose), `context.abort*` (AbortError,
-the code set on the context), an unhandled exception (UNKNOWN) and a cancelled handler
-(DEADLINE_EXCEEDED or CANCELLED); refused credentials are counted too. Health checks and
-reflection are counted like any RPC; only CancelJob needs credentials.
+Each wraps each method's behaviour. Tracing comes before authentication, so a refused call is a span
+too and every log line of a call carries its trace id. The metrics one is outermost, so it sees the
+final status code: a normal return (OK, or what `set_code` chose), `context.abort*` (AbortError, the
+code set on the context), an unhandled exception (UNKNOWN) and a cancelled handler
+(DEADLINE_EXCEEDED or CANCELLED); refused credentials are counted too. Health checks and reflection
+are counted like any RPC; only CancelJob needs credentials.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
+from gateway import tracing
 from gateway.auth import Caller, Callers, bind_caller, unbind_caller
 from gateway.errors import Unauthenticated
 from gateway.metrics import Metrics
@@ -195,16 +197,27 @@ def _observed_behavior(behavior: Behavior, observe: Observe) -> Behavior | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Identifies the caller of every RPC outside `open_services` before its handler runs
-    (bearer token, else client certificate), and binds it for the handler
-    (`gateway.auth.current_caller`); refuses with UNAUTHENTICATED otherwise."""
+# The codes a server span is failed for (OpenTelemetry's gRPC conventions): the server's
+# faults, not the caller's (INVALID_ARGUMENT, NOT_FOUND, ... leave the status unset).
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
-    def __init__(self, callers: Callers, open_services: Iterable[str], metrics: Metrics) -> None:
-        self._callers = callers
+
+class _ClosedServices(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps the handler of each method outside `open_services` (health checks and
+    reflection), once per method, with what `wrapping` returns."""
+
+    def __init__(self, open_services: Iterable[str]) -> None:
         self._open = frozenset(open_services)
-        self._metrics = metrics
-        self._wrapped = _Wrapped(self._authenticating)
+        self._wrapped = _Wrapped(self.wrapping)
 
     async def intercept_service(
         self,
@@ -217,7 +230,57 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         return self._wrapped(handler_call_details.method, handler)
 
-    def _authenticating(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrapping(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class TracingInterceptor(_ClosedServices):
+    """A server span per RPC outside `open_services` (probes and schema discovery are not
+    worth a trace), continuing the caller's `traceparent`."""
+
+    def __init__(self, tracer: tracing.Tracing, open_services: Iterable[str]) -> None:
+        super().__init__(open_services)
+        self._tracing = tracer
+
+    def wrapping(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return _wrap(handler, lambda context: _Traced(self._tracing, context, method))
+
+
+class _Traced:
+    """One RPC's server span: current for the handler, ended with the final status code."""
+
+    __slots__ = ("_context", "_method", "_span", "_tracing")
+
+    def __init__(
+        self, tracer: tracing.Tracing, context: grpc.aio.ServicerContext, method: str
+    ) -> None:
+        self._tracing, self._context, self._method = tracer, context, method
+        self._span = contextlib.ExitStack()
+
+    async def __aenter__(self) -> None:
+        metadata = self._context.invocation_metadata() or ()
+        self._span.enter_context(self._tracing.serving(self._method, metadata))
+
+    async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        code = final_code(self._context, error)
+        current = tracing.current()
+        current.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in _SERVER_FAULTS:
+            tracing.failed(current, code.name)
+        self._span.close()
+
+
+class AuthInterceptor(_ClosedServices):
+    """Identifies the caller of every RPC outside `open_services` before its handler runs
+    (bearer token, else client certificate), and binds it for the handler
+    (`gateway.auth.current_caller`); refuses with UNAUTHENTICATED otherwise."""
+
+    def __init__(self, callers: Callers, open_services: Iterable[str], metrics: Metrics) -> None:
+        super().__init__(open_services)
+        self._callers = callers
+        self._metrics = metrics
+
+    def wrapping(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         wrapped = _wrap(handler, lambda context: _Authenticated(self, context, method))
         if wrapped is handler:  # a handler kind it cannot wrap must not run unauthenticated
             raise TypeError(f"cannot authenticate {method}: not async")

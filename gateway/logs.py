@@ -1,9 +1,10 @@
 """Structured logs: one JSON object per line, on stderr, for log shippers to parse.
 
-A record's `extra={...}` fields become top-level keys next to `ts`, `level`, `logger`,
-`message` and `pid`. Every string of the line, tracebacks included, is scrubbed of the secrets the
-process knows (`gateway.secrets`) before it is written: whatever an upstream echoed, and
-whatever a library quoted in an exception, no configured secret or issued token gets out.
+A record's `extra={...}` fields become top-level keys next to `ts`, `level`, `logger`, `message` and
+`pid`, and, inside a traced call, `trace_id` and `span_id` (W3C hex: the caller's trace id when it
+sent a `traceparent`). Every string of the line, tracebacks included, is scrubbed of the secrets the
+process knows (`gateway.secrets`) before it is written: whatever an upstream echoed, and whatever a
+library quoted in an exception, no configured secret or issued token gets out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from gateway.secrets import SECRETS, SecretBook
+from gateway.tracing import trace_ids
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -37,6 +39,11 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,  # which worker, under `server.workers > 1`
         }
+        # Formatted as the record is made (the handler writes in the caller's context), so
+        # the current span is the one of the call that logs.
+        ids = trace_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         line.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

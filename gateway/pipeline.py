@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from gateway import tracing
 from gateway.config import IdempotencySettings
 from gateway.drain import Drain
 from gateway.errors import (
@@ -247,8 +248,14 @@ class Pipeline:
             if call.attempts > 1:
                 call.route.metrics.retried(job.operation)
             started = time.monotonic()
-            with observing(call.route.metrics):
+            with (
+                observing(call.route.metrics),
+                tracing.span(
+                    doing, attributes=lambda: {**_span_of(call), "cancelgw.attempt": number}
+                ),
+            ):
                 reply = await call.route.adapter.cancel(job, timeout=timeout)
+                tracing.note({"delivery": reply.delivery.name, "legs": _legs_of(reply.legs)})
             # Clean before it is written down anywhere (the ledger may be a shared Redis).
             reply = replace(reply, legs=scrubbed_legs(reply.legs, self._secrets))
             seconds = time.monotonic() - started
@@ -285,11 +292,16 @@ class Pipeline:
         if timeout <= 0:
             return {}
         try:
-            async with _slot(call.route, call.deadline, f"reading {call.job.operation}"):
-                with observing(call.route.metrics):
+            doing = f"reading {call.job.operation}"
+            async with _slot(call.route, call.deadline, doing):
+                with (
+                    observing(call.route.metrics),
+                    tracing.span(doing, attributes=lambda: _span_of(call)),
+                ):
                     found = await self._drain.unless_draining(
                         call.route.adapter.confirm(call.job, timeout=timeout)
                     )
+                    tracing.note({"states": _states_of(found or ())})
         except DeadlineExceeded:  # every slot busy for the whole window: no read this time
             return {}
         return {check.leg: check for check in found or ()}
@@ -353,6 +365,23 @@ async def _slot(route: Route, deadline: Deadline, doing: str) -> AsyncIterator[N
             yield
     finally:
         route.bulkhead.release()
+
+
+def _span_of(call: _Call) -> dict[str, str | int]:
+    """What the span of an attempt or a read says of the call."""
+    return {
+        "cancelgw.upstream": call.job.upstream,
+        "cancelgw.connection": call.route.settings.name,
+        "cancelgw.operation": call.job.operation,
+    }
+
+
+def _legs_of(legs: Iterable[LegResult]) -> str:
+    return ",".join(f"{leg.leg}={leg.outcome.name}" for leg in legs)
+
+
+def _states_of(checks: Iterable[LegCheck]) -> str:
+    return ",".join(f"{check.leg}={check.state.name}" for check in checks)
 
 
 _UNREAD = LegCheck("", ConfirmState.PENDING, "not confirmed within the confirmation window")

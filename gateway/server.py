@@ -24,13 +24,14 @@ from gateway.auth import Callers
 from gateway.config import DRAIN_MARGIN, Config, IdempotencySettings, ServerSettings
 from gateway.drain import Drain
 from gateway.idempotency import IdempotencyStore
-from gateway.interceptors import AuthInterceptor, MetricsInterceptor
+from gateway.interceptors import AuthInterceptor, MetricsInterceptor, TracingInterceptor
 from gateway.metrics import MULTIPROCESS, Metrics, possible_results
 from gateway.pipeline import Pipeline
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.secrets import SECRETS, SHORTEST
 from gateway.service import CancellationService, rpc_handler
+from gateway.tracing import Tracing
 from stores.memory import MemoryStore
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"]
@@ -111,7 +112,8 @@ def prepare_job_metrics(metrics: Metrics, config: Config, registry: Registry) ->
 
 class GatewayServer:
     """One gateway: `start()`, serve, `stop()`. Transports may be injected for tests, by
-    connection name; `registry` says which upstreams there are."""
+    connection name, and `tracing` (an in-memory exporter); `registry` says which upstreams
+    there are."""
 
     def __init__(
         self,
@@ -119,8 +121,10 @@ class GatewayServer:
         transports: Mapping[str, Any] | None = None,
         *,
         registry: Registry = REGISTRY,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
+        self.tracing = tracing or Tracing(config.tracing)
         self.metrics = Metrics()
         python = ".".join(map(str, sys.version_info[:3]))
         self.metrics.built(version=VERSION, python=python, grpc=grpc.__version__)
@@ -151,6 +155,7 @@ class GatewayServer:
         open_services = {health.SERVICE_NAME, *reflection.NAMES}
         self._server = _grpc_server(
             MetricsInterceptor(self.metrics, SERVICES),
+            TracingInterceptor(self.tracing, open_services),
             AuthInterceptor(callers, open_services, self.metrics),
             shared=config.server.workers > 1,
         )
@@ -217,6 +222,7 @@ class GatewayServer:
         await self.store.aclose()
         if self._sampler is not None:
             self._sampler.cancel()
+        await asyncio.to_thread(self.tracing.shutdown)  # the last spans, off the event loop
         await self._stop_metrics()
 
     def _serve_metrics(self) -> None:

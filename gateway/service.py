@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cancellation.v1 import gateway_pb2
-from gateway import NAME
+from gateway import NAME, tracing
 from gateway.auth import Caller, Callers, current_caller
 from gateway.drain import Drain
 from gateway.errors import (
@@ -329,6 +329,7 @@ def call_log(
         raise
     finally:
         line["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+        tracing.note(line)  # the server span says what the log line says
         level = logging.ERROR if failure else logging.INFO
         log.log(level, "cancel_job", extra=line, exc_info=failure)
 

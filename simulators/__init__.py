@@ -8,6 +8,7 @@ it must not import them.
 """
 
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,17 @@ from typing import Any
 from gateway.jobs import JobKind
 
 Clock = Callable[[], float]
+
+
+class Traceparents(deque[tuple[str, str]]):
+    """The `traceparent` header of each request a simulator answered, with the request's
+    name ("" when absent); the latest few hundred, so a long sandbox run stays small."""
+
+    def __init__(self) -> None:
+        super().__init__(maxlen=256)
+
+    def heard(self, name: str, headers: Mapping[str, str]) -> None:
+        self.append((name, headers.get("traceparent", "")))
 
 
 @dataclass

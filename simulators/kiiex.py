@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.jobs import KiiexQuote, KiiexUserReport
-from simulators import Clock, Example, SandboxUpstream, TokenStore
+from simulators import Clock, Example, SandboxUpstream, TokenStore, Traceparents
 from simulators.faults import FaultQueue
 
 Body = dict[str, Any]
@@ -159,6 +159,7 @@ class KiiexSimulator:
     clock: Clock = time.monotonic
     login_count: int = field(default=0, init=False)
     calls: Counter[str] = field(default_factory=Counter, init=False)
+    traceparents: Traceparents = field(default_factory=Traceparents, init=False)
     faults: FaultQueue = field(
         default_factory=lambda: FaultQueue(rate_limit_body="TOO MANY REQUESTS"), init=False
     )
@@ -216,6 +217,7 @@ class KiiexSimulator:
         if handler is None and not is_login:
             return PlainTextResponse("Not Found", 404)
         self.calls[name] += 1
+        self.traceparents.heard(name, request.headers)
 
         async def respond() -> Response:
             body = await _json_body(request)

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.jobs import ZuoraReportRun
-from simulators import Clock, Example, SandboxUpstream, TokenStore
+from simulators import Clock, Example, SandboxUpstream, TokenStore, Traceparents
 from simulators.faults import FaultQueue
 
 _IN_PROGRESS = frozenset({"STARTED", "QUERYDATA", "PROCESSINGDATA"})
@@ -72,6 +72,7 @@ class ZuoraSimulator:
     clock: Clock = time.monotonic
     token_count: int = field(default=0, init=False)
     calls: Counter[str] = field(default_factory=Counter, init=False)
+    traceparents: Traceparents = field(default_factory=Traceparents, init=False)
     auth_seen: Counter[str] = field(default_factory=Counter, init=False)
     """Authorized business calls by credential kind: `bearer` or `legacy`."""
     entity_headers: dict[str, str] = field(default_factory=dict, init=False)
@@ -121,6 +122,7 @@ class ZuoraSimulator:
     def _guarded(self, name: str, handler: Callable[[Request], Response]) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             self.calls[name] += 1
+            self.traceparents.heard(name, request.headers)
             return await self.faults.answer(auth=False, respond=lambda: respond(request))
 
         async def respond(request: Request) -> Response:
@@ -149,6 +151,7 @@ class ZuoraSimulator:
 
     async def _create_token(self, request: Request) -> Response:
         self.calls["create_token"] += 1
+        self.traceparents.heard("create_token", request.headers)
         return await self.faults.answer(auth=True, respond=lambda: self._token(request))
 
     async def _token(self, request: Request) -> Response:
