@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,65 @@ class _OnceTransport(AiohttpTransport):
         return session
 
 
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""The most of one upstream answer the gateway reads. Answers are small JSON; the largest
+are read-API listings (a user's report tickets). A longer one is refused, not buffered: a
+faulty or hostile upstream cannot make the gateway hold more than this per request."""
+
+
+class UnreadableBody(httpx2.DecodingError):
+    """An answer the gateway will not read: longer than MAX_RESPONSE_BYTES, or in a
+    content-encoding it did not ask for. Its message is the gateway's own words."""
+
+
+class _Bounded(httpx2.AsyncBaseTransport):
+    """Any transport, its answers bounded: the gateway asks for `identity` encoding, so the
+    bytes counted are the bytes kept (a compressed answer could expand a thousandfold
+    inside the decoder, past any count taken after it)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
+        self._inner, self._limit = inner, limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        refusal = self._refusal(response.headers)
+        if refusal is not None:
+            await response.aclose()
+            raise UnreadableBody(refusal, request=request)
+        response.stream = _Limited(response.stream, self._limit, request)
+        return response
+
+    def _refusal(self, headers: httpx2.Headers) -> str | None:
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return f"answered in content-encoding {encoding[:32]!r}, which was not asked for"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limit:
+            return f"an answer of {int(declared)} bytes, more than the {self._limit} read"
+        return None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Limited(httpx2.AsyncByteStream):
+    def __init__(self, inner: Any, limit: int, request: httpx2.Request) -> None:
+        self._inner, self._limit, self._request = inner, limit, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:  # no or a false Content-Length: stop reading here
+                raise UnreadableBody(
+                    f"an answer longer than the {self._limit} bytes read", request=self._request
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def engine_client(
     *,
     limit: int,
@@ -114,13 +174,15 @@ def engine_client(
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> httpx2.AsyncClient:
     """An httpx2 client on the engine: at most `limit` connections, `keep` of them kept
-    for reuse (aiohttp keeps its idle connections until they expire instead)."""
+    for reuse (aiohttp keeps its idle connections until they expire instead); every answer
+    bounded (`MAX_RESPONSE_BYTES`, identity encoding)."""
     limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=keep)
     return httpx2.AsyncClient(
         base_url=base_url,
         limits=limits,
         timeout=timeout,
-        transport=transport or _OnceTransport(limits=limits),
+        headers={"accept-encoding": "identity"},
+        transport=_Bounded(transport or _OnceTransport(limits=limits), MAX_RESPONSE_BYTES),
         follow_redirects=False,  # credentials are never sent on to another host
     )
 
@@ -237,6 +299,8 @@ async def _sent(
         if exchange is not None and not may_have_left:
             exchange.delivery = Delivery.NOT_SENT
         raise UpstreamFailure(code, _described(error, code, may_have_left, timeout)) from error
+    except UnreadableBody as error:
+        raise UpstreamFailure(UNREADABLE, str(error)) from error
     except httpx2.HTTPError as error:  # an answer that cannot be decoded (bad gzip, ...)
         raise UpstreamFailure(UNREADABLE, type(error).__name__) from error
     finally:
