@@ -316,7 +316,8 @@ def run(*, seconds: float, concurrencies: tuple[int, ...], output: Path) -> dict
     }
     output.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"in process: CancelJob {inprocess['gateway_us_per_call']} µs, a bare httpx2 POST "
+        f"in process: CancelJob {inprocess['gateway_us_per_call']} µs "
+        f"({inprocess['gateway_traced_us_per_call']} µs traced), a bare httpx2 POST "
         f"{inprocess['bare_post_us_per_call']} µs (mock transport, no gRPC, no sockets)"
     )
     print(f"at {WORKERS_AT}: 1 worker {one.rps:.0f} calls/s, 2 workers {two.rps:.0f} calls/s")

@@ -1,8 +1,9 @@
-"""The gateway's own CPU per CancelJob, without gRPC, sockets or another process: the
-servicer called directly on one event loop, its KIIEX connection on an httpx2 mock
-transport, against a bare httpx2 POST on the same transport. Low noise, so a change in the
-gateway's Python shows here first. `python -m benchmarks.inprocess [CALLS]` prints one JSON
-line; `make bench` includes it.
+"""The gateway's own CPU per CancelJob, without gRPC, sockets or another process: the servicer
+called directly on one event loop, its KIIEX connection on an httpx2 mock transport, against
+a bare httpx2 POST on the same transport. Low noise, so a change in the gateway's Python
+shows here first. Once more with tracing on (every span recorded and batch-exported to
+nowhere), for what tracing costs per call. `python -m benchmarks.inprocess [CALLS]` prints
+one JSON line; `make bench` includes it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx2
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2 as pb
-from gateway.config import parse_config
+from gateway.config import Config, parse_config
 from gateway.server import GatewayServer
+from gateway.tracing import Tracing
 
 REPORT = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
 _LOGIN = {"Authenticated": True, "SessionToken": "bench-session", "User": {"UserId": 1}}
@@ -71,6 +75,7 @@ async def measure(calls: int) -> dict[str, float]:
     request = pb.CancelJobRequest(kiiex_user_report=pb.KiiexUserReport(user_report_id=REPORT))
     context: Any = _Context()
     gateway = await _per_call(calls, lambda: server.service.CancelJob(request, context))
+    traced = await _per_call(calls, _traced_call(config, request, context))
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(_upstream))
     body = json.dumps({"UserReportId": REPORT}).encode()
 
@@ -80,7 +85,34 @@ async def measure(calls: int) -> dict[str, float]:
 
     bare = await _per_call(calls, post)
     await client.aclose()
-    return {"gateway_us_per_call": round(gateway), "bare_post_us_per_call": round(bare)}
+    return {
+        "gateway_us_per_call": round(gateway),
+        "gateway_traced_us_per_call": round(traced),
+        "bare_post_us_per_call": round(bare),
+    }
+
+
+class _Discarded(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _traced_call(
+    config: Config, request: pb.CancelJobRequest, context: Any
+) -> Callable[[], Awaitable[Any]]:
+    """CancelJob with every span recorded and batch-exported (to nowhere), inside the server
+    span the interceptor would open."""
+    tracing = Tracing(config.tracing, processor=BatchSpanProcessor(_Discarded()))
+    server = GatewayServer(
+        config, transports={"k": httpx2.MockTransport(_upstream)}, tracing=tracing
+    )
+    metadata = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
+
+    async def call() -> Any:
+        with tracing.serving("/cancellation.v1.CancellationGateway/CancelJob", metadata):
+            return await server.service.CancelJob(request, context)
+
+    return call
 
 
 if __name__ == "__main__":
