@@ -8,13 +8,21 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV   := .venv
 BIN    := $(VENV)/bin
 PROTO  := protos/cancellation/v1/gateway.proto
+# Tools that are not Python packages, kept inside the checkout (gitignored): buf, from npm.
+TOOLS_DIR   := .tools
+BUF_VERSION := 1.75.0
+BUF         := $(TOOLS_DIR)/node_modules/.bin/buf
+# Named after the version, so that bumping BUF_VERSION reinstalls.
+BUF_STAMP   := $(TOOLS_DIR)/.buf-$(BUF_VERSION)
 
-.PHONY: run test tools lint proto bench chaos readme clean
+.PHONY: run test tools kubectl buf lint proto lock deploy-rules bench chaos readme clean
 
 run: $(BIN)/.installed
 	$(BIN)/cancelgw sandbox
 
-test: $(BIN)/.installed tools
+# buf and kubectl too: tests/unit/test_contract_buf.py and tests/deploy/test_kubernetes.py
+# run them, and fail (never skip) without them.
+test: $(BIN)/.installed tools $(BUF_STAMP) kubectl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Real parts the tests run: promtool (Debian package `prometheus`) checks the alert rules
@@ -42,10 +50,38 @@ tools:
 	for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || { \
 	  echo "error: installing $${pair#*:} did not provide $${pair%%:*}" >&2; exit 1; }; done
 
+# kubectl renders the Kubernetes overlays (`kubectl kustomize`, 1.21 or newer for the
+# overlays' fields). Not installed here: Debian's kubernetes-client is older than that.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { echo "error: kubectl 1.21 or newer is needed" \
+	  "(tests/deploy renders deploy/k8s with it): https://kubernetes.io/docs/tasks/tools/" >&2; \
+	  exit 1; }
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy deploy/k8s/generate.py
+
+# The contract under buf (buf.yaml): STANDARD lint, and FILE-level breaking changes of the
+# working tree against the last commit. `make test` checks it against every committed
+# version of protos/ (tests/unit/test_contract_buf.py).
+buf: $(BUF_STAMP)
+	$(BUF) lint
+	$(BUF) breaking protos --against '.git#ref=HEAD,subdir=protos'
+
+# The npm package is a small launcher (run by node) plus the platform's binary as an
+# optional dependency: nothing is built or downloaded by install scripts.
+$(BUF_STAMP):
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "error: buf $(BUF_VERSION) installs from npm: Node.js and npm are needed" \
+	       "(Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	npm install --prefix $(TOOLS_DIR) --save-exact --no-audit --no-fund --loglevel=error \
+	  @bufbuild/buf@$(BUF_VERSION)
+	@test "$$($(BUF) --version)" = "$(BUF_VERSION)" || { \
+	  echo "error: $(BUF) is not buf $(BUF_VERSION)" >&2; exit 1; }
+	rm -f $(TOOLS_DIR)/.buf-*
+	touch $@
 
 # The same pinned generators as tests/unit/test_contract.py, so the stubs match byte for byte.
 proto: $(BIN)/.installed
@@ -68,14 +104,34 @@ chaos: $(BIN)/.installed
 readme: $(BIN)/.installed
 	$(BIN)/cancelgw codes --write README.md
 
+# The hashed pins: requirements.lock is what the image installs (runtime only),
+# requirements-dev.lock what the venv and so the tests install (runtime, dev, sandbox). The
+# runtime lock is constrained by the dev lock, so both pin the same versions. Pins already
+# in the files are kept; LOCK_ARGS=--upgrade moves everything to the newest allowed.
+LOCK := --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
+
+lock: $(BIN)/.installed
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra sandbox $(LOCK) $(LOCK_ARGS) \
+	  --quiet -o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml -c requirements-dev.lock $(LOCK) $(LOCK_ARGS) \
+	  --quiet -o requirements.lock
+
+# deploy/k8s/base/prometheusrule.yaml from deploy/prometheus/alerts.yml (a test compares).
+deploy-rules: $(BIN)/.installed
+	$(BIN)/python deploy/k8s/generate.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TOOLS_DIR) build *.egg-info
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is required; none found on PATH" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(BIN)/.installed: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# The locked set, every file checked against its hash; then the project itself, whose
+# dependencies are all in the lock already. A pyproject change needs `make lock` first
+# (tests/deploy/test_locks.py says so).
+$(BIN)/.installed: requirements-dev.lock pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@

@@ -19,6 +19,8 @@ from gateway.registry import Registry
 from gateway.server import GatewayServer
 from gateway.workers import is_worker, supervise
 
+# What `cancelgw sandbox` imports beyond `cancelgw serve`: the simulators and their web stack.
+SANDBOX_MODULES = frozenset({"simulators", "starlette", "uvicorn"})
 TABLES_START, TABLES_END = "<!-- code-tables:start -->\n", "<!-- code-tables:end -->"
 
 
@@ -96,9 +98,19 @@ def main(argv: list[str] | None = None, registry: Registry = REGISTRY) -> int:
     if args.command == "serve":
         return _serve(args.config, registry)
     if args.command == "sandbox":
-        # Imported here: the sandbox needs the simulators, which only development installs.
-        from gateway.sandbox import run_sandbox
-
+        # Imported here: the sandbox needs the simulators and the `sandbox` extra (starlette,
+        # uvicorn), which the production image leaves out.
+        try:
+            from gateway.sandbox import run_sandbox
+        except ModuleNotFoundError as missing:
+            if (missing.name or "").partition(".")[0] not in SANDBOX_MODULES:
+                raise
+            print(
+                f"error: cancelgw sandbox needs the sandbox extra (no module {missing.name!r}): "
+                "pip install 'cancellation-gateway[sandbox]'; the production image has none",
+                file=sys.stderr,
+            )
+            return 1
         return asyncio.run(run_sandbox(args.listen, registry))
     if args.command == "codes":
         if args.write:

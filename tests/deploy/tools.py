@@ -1,10 +1,11 @@
-"""What the deploy tests share: the repo's deploy files, promtool, and the metric names a
-PromQL expression reads."""
+"""What the deploy tests share: the repo's deploy files, promtool, kubectl's kustomize, the
+metric names a PromQL expression reads, and what deploy/Dockerfile does."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "cancellation-gateway.json"
+DOCKERFILE = DEPLOY / "Dockerfile"
 
 # Prometheus writes `up` itself for every scrape target; no exporter exports it.
 SYNTHETIC_METRICS = frozenset({"up"})
@@ -38,6 +40,21 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     return subprocess.run(
         [path, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    """What `kubectl apply -k folder` would apply; a missing kubectl fails the test."""
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail(
+            "kubectl is not installed: the Kubernetes tests render the overlays with "
+            "`kubectl kustomize` (kubectl 1.21 or newer; https://kubernetes.io/docs/tasks/tools/)"
+        )
+    rendered = subprocess.run(
+        [path, "kustomize", str(folder)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rendered.returncode == 0, f"kubectl kustomize {folder}: {rendered.stderr}"
+    return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc is not None]
 
 
 def yaml_documents(path: Path) -> list[dict[str, Any]]:
@@ -68,3 +85,36 @@ def metric_names(expr: str) -> set[str]:
         if not is_function and token.group().lower() not in _PROMQL_WORDS:
             names.add(token.group())
     return names
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, (INSTRUCTION, arguments), per stage."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction == "FROM":
+            stages.append([])
+        stages[-1].append((instruction, " ".join(arguments.split())))
+    return stages
+
+
+def copied(stage: list[tuple[str, str]]) -> set[str]:
+    """The build-context paths a stage COPYs (not those from another stage)."""
+    sources: set[str] = set()
+    for instruction, arguments in stage:
+        if instruction == "COPY" and not arguments.startswith("--from"):
+            sources |= set(shlex.split(arguments)[:-1])
+    return sources
+
+
+def runs(stage: list[tuple[str, str]]) -> list[list[str]]:
+    """Every command of the stage's RUN lines, split on &&."""
+    return [
+        shlex.split(command)
+        for instruction, arguments in stage
+        if instruction == "RUN"
+        for command in arguments.split("&&")
+    ]
