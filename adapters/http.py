@@ -11,6 +11,7 @@ inject httpx2 transports (ASGI, mock) in its place.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -328,10 +329,19 @@ def _described(error: Exception, code: str, may_have_left: bool, timeout: float)
     return kind  # its text may quote what was sent, headers and tokens included
 
 
+def _number(text: str) -> float | str:
+    """A JSON number as a float, or as its text when no float holds it (`1e400`)."""
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
 def json_body(response: httpx2.Response) -> JsonValue:
-    """The parsed body, or UpstreamFailure(UNREADABLE) when it is not JSON."""
+    """The parsed body, or UpstreamFailure(UNREADABLE) when it is not JSON. `NaN` and
+    `Infinity` (which Python's parser takes, and JSON has not) and numbers too large for a
+    float stay text: a non-finite number could not be written out again as JSON (grpcurl's
+    and `--json`'s view of the envelope)."""
     try:
-        body: JsonValue = response.json()
+        body: JsonValue = response.json(parse_constant=str, parse_float=_number)
     except (ValueError, RecursionError) as error:  # not JSON, bad UTF-8, nested past reason
         raise UpstreamFailure(
             UNREADABLE, f"HTTP {response.status_code}: body is not JSON"

@@ -6,14 +6,16 @@ Exit codes (`Exit`), one per thing a script would do differently:
     2  usage: a bad option or value, or options that must not go together
     3  FAILED: nothing was canceled (the envelope says why; `retryable` says whether to retry)
     4  PARTIAL: some legs were canceled, some not
-    5  UNKNOWN: the gateway cannot tell whether the cancel landed
-    6  the gateway answered with a gRPC error (invalid argument, not permitted, shutting
-       down, deadline exceeded, ...): no envelope
-    7  no gateway answered: connection refused, name or TLS failure
+    5  UNKNOWN: the gateway cannot tell whether the cancel landed, or the deadline passed
+       once the call was on its way (it may have landed: confirm before retrying)
+    6  the gateway answered with a gRPC error (invalid argument, not permitted, rate
+       limited, shutting down, ...): no envelope, nothing canceled
+    7  no gateway answered: connection refused, name or TLS failure, or the deadline
+       passed before a connection was made
 
 With `--json` the envelope, or the error (code, message, ErrorInfo, field violations, retry
 delay), is one JSON object on stdout; without it, text: the envelope on stdout, an error on
-stderr, printed once.
+stderr, printed once. A usage error (exit 2) is always text on stderr: nothing was sent.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -128,11 +130,14 @@ def add_cancel(commands: argparse._SubParsersAction[Any], registry: Registry) ->
         help="call CancelJob and print the envelope",
         description=__doc__,
         formatter_class=_Help,
+        allow_abbrev=False,  # `--targ` today would break the day an option `--target-x` came
     )
     _options(cancel, defaults=True)
     jobs = cancel.add_subparsers(dest="job", required=True, metavar="JOB")
     for kind in registry.job_kinds.values():
-        command = jobs.add_parser(kind.cli_name, help=summary(kind), formatter_class=_Help)
+        command = jobs.add_parser(
+            kind.cli_name, help=summary(kind), formatter_class=_Help, allow_abbrev=False
+        )
         command.set_defaults(kind=kind)
         _options(command, defaults=False)
         for field in job_fields(kind):
@@ -167,9 +172,18 @@ def _request(args: argparse.Namespace) -> gateway_pb2.CancelJobRequest:
     message.SetInParent()
     for field in job_fields(kind):
         value = getattr(args, field.name)
-        if value is not None:
+        if value is None:
+            continue
+        try:
             setattr(message, field.name, value)
+        except ValueError:  # a number past the field's range: nothing a gateway could take
+            name = _flag(field) if field.flag or not field.required else field.name
+            raise _Unusable(f"{name}: {value} is out of range") from None
     return request
+
+
+class _Unusable(ValueError):
+    """A value the request cannot carry: a usage error, found before anything is sent."""
 
 
 def _print_envelope(response: gateway_pb2.CancelJobResponse, as_json: bool) -> None:
@@ -216,11 +230,15 @@ def describe_error(error: grpc.RpcError) -> dict[str, Any]:
     return described
 
 
-def exit_for_error(described: dict[str, Any]) -> Exit:
-    """UNAVAILABLE without the gateway's ErrorInfo came from the channel: nobody answered."""
+def exit_for_error(described: dict[str, Any], *, connected: bool) -> Exit:
+    """UNAVAILABLE without the gateway's ErrorInfo came from the channel: nobody answered.
+    A deadline that passed before any connection was made reached no gateway either; once
+    connected, the call may have been sent on upstream: the cancel may have landed."""
     answered = described.get("domain") == NAME
     if described["code"] == "UNAVAILABLE" and not answered:
         return Exit.UNREACHABLE
+    if described["code"] == "DEADLINE_EXCEEDED":
+        return Exit.UNKNOWN if connected or answered else Exit.UNREACHABLE
     return Exit.GATEWAY_ERROR
 
 
@@ -255,12 +273,17 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
 
 
 def _refusal(args: argparse.Namespace, token: str) -> str:
-    """Why these options must not be used together, or ""."""
+    """Why these options must not be used together, or a value cannot be sent, or ""."""
+    if not args.target:
+        return "--target: give host:port"
     if (args.cert is None) != (args.key is None):
         return "give --cert and --key together"
     for option, path in (("--ca", args.ca), ("--cert", args.cert), ("--key", args.key)):
         if path is not None and not path.is_file():
-            return f"{option} {path}: no such file"
+            return f"{option} {path}: not a readable file"
+    unsendable = _unsendable(args, token)
+    if unsendable:
+        return unsendable
     host = args.target.rpartition(":")[0].strip("[]")
     plaintext = args.ca is None and args.cert is None
     if token and plaintext and host not in ("127.0.0.1", "localhost", "::1"):
@@ -268,7 +291,30 @@ def _refusal(args: argparse.Namespace, token: str) -> str:
     return ""
 
 
-def run_cancel(args: argparse.Namespace, usage: Callable[[str], None]) -> int:
+def _unsendable(args: argparse.Namespace, token: str) -> str:
+    """A value gRPC cannot carry: metadata is printable ASCII, strings are UTF-8 (a shell
+    argument in another encoding arrives as undecodable bytes)."""
+    for option, value in (("--request-id", args.request_id), (f"${args.token_env}", token)):
+        if value and not (value.isascii() and value.isprintable()):
+            return f"{option}: printable ASCII only (it is sent as gRPC metadata)"
+    for name, value in vars(args).items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{name.replace('_', '-')}: not valid UTF-8"
+    return ""
+
+
+def _watched(channel: grpc.Channel) -> set[grpc.ChannelConnectivity]:
+    """The connectivity states the channel goes through (gRPC reports them on its own
+    thread), to tell a deadline spent connecting from one spent in the call."""
+    seen: set[grpc.ChannelConnectivity] = set()
+    channel.subscribe(seen.add, try_to_connect=False)
+    return seen
+
+
+def run_cancel(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
     """Sends the call; `usage` reports a usage error (argparse's: prints and exits 2)."""
     token = os.environ.get(args.token_env, "")
     refusal = _refusal(args, token)
@@ -277,13 +323,18 @@ def run_cancel(args: argparse.Namespace, usage: Callable[[str], None]) -> int:
     metadata = [("authorization", f"Bearer {token}")] if token else []
     if args.request_id:
         metadata.append(("x-request-id", args.request_id))
+    try:
+        request = _request(args)
+    except _Unusable as error:
+        usage(str(error))
     with _channel(args) as channel:
+        seen = _watched(channel)
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         try:
-            response = stub.CancelJob(_request(args), timeout=args.timeout, metadata=metadata)
+            response = stub.CancelJob(request, timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as error:
             described = describe_error(error)
             _print_error(described, args.json)
-            return exit_for_error(described)
+            return exit_for_error(described, connected=grpc.ChannelConnectivity.READY in seen)
     _print_envelope(response, args.json)
     return exit_for(response)

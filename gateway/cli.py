@@ -33,7 +33,7 @@ def with_code_tables(readme: str, registry: Registry = REGISTRY) -> str:
 
 def _parser(registry: Registry) -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="cancelgw", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cancelgw", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cancelgw {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -99,6 +99,9 @@ class Table:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{self.key(name)}: must be an http(s) URL, got {value!r}")
+        if parts.query or parts.fragment or value.endswith(("?", "#")):
+            # Paths are appended to it: a query or fragment would swallow them.
+            raise ConfigError(f"{self.key(name)}: no query or fragment, got {value!r}")
         return value.rstrip("/")
 
     def secret(self, name: str, default: str = _MISSING) -> str:

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # In a drain, calls the transport queued before the signal keep arriving for a moment; the
 # gateway answers them itself (UNAVAILABLE) until none came for this long.
 DRAIN_QUIET_SECONDS = 0.1
+# How long a stopping gateway gives its last spans to reach the collector (out of
+# DRAIN_MARGIN, kept for closing).
+TRACES_FLUSH_SECONDS = 0.5
 # How stale a worker's circuit_state may be in the summed metrics (see Metrics.sample).
 SAMPLE_SECONDS = 1.0
 
@@ -222,7 +225,8 @@ class GatewayServer:
         await self.store.aclose()
         if self._sampler is not None:
             self._sampler.cancel()
-        await asyncio.to_thread(self.tracing.shutdown)  # the last spans, off the event loop
+        # The last spans, off the event loop, within the margin the drain keeps for closing.
+        await asyncio.to_thread(self.tracing.shutdown, TRACES_FLUSH_SECONDS)
         await self._stop_metrics()
 
     def _serve_metrics(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +78,15 @@ class Tracing:
         finally:
             _tracer.reset(token)
 
-    def shutdown(self) -> None:
-        """Exports what is left and stops (blocking: run it off the event loop)."""
+    def shutdown(self, timeout: float) -> None:
+        """Exports what is left for at most `timeout` seconds, and stops; blocking, so run it
+        off the event loop. The SDK's own shutdown may wait 30 s on a collector that accepts
+        and never answers: past `timeout` it is left to finish in a daemon thread, so a
+        drain stays within its grace."""
         if self._provider is not None:
-            self._provider.shutdown()
+            ending = threading.Thread(target=self._provider.shutdown, daemon=True)
+            ending.start()
+            ending.join(timeout)
 
 
 def _batching(settings: TracingSettings) -> SpanProcessor:
@@ -102,7 +108,8 @@ def _provider(settings: TracingSettings, processor: SpanProcessor) -> TracerProv
 
     resource = Resource.create({"service.name": settings.service_name, "service.version": VERSION})
     sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    provider = TracerProvider(resource=resource, sampler=sampler)
+    # Not at exit either: the SDK's exit hook would wait up to 30 s more; `shutdown` bounds it.
+    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     provider.add_span_processor(processor)
     return provider
 

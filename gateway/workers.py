@@ -11,6 +11,7 @@ the whole pod instead of serving at N-1 unnoticed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,7 +49,8 @@ def supervise(config_path: Path, config: Config) -> int:
         "CANCELGW_LISTEN": listen,
         "CANCELGW_METRICS_LISTEN": "",  # the supervisor serves the sum
     }
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)]
+    # -P: the workers import the installed gateway, never a `gateway/` in the current folder.
+    argv = [sys.executable, "-P", "-m", "gateway.cli", "serve", "--config", str(config_path)]
     workers: list[_Worker] = []
     stopping = _forward_signals(workers)  # before the first spawn: no worker is orphaned
     try:
@@ -129,9 +131,12 @@ def _forward_signals(workers: list[_Worker]) -> threading.Event:
 
 
 def _signal_all(workers: list[_Worker], signum: int) -> None:
+    """Signals the workers not yet reaped. Never polls: reaping here would hide an exit from
+    `_wait_all`'s `os.wait` (and a reaped pid may already be another process's)."""
     for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.send_signal(signum)
+        if worker.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, signum)
 
 
 def _wait_all(workers: list[_Worker], stopping: threading.Event, metrics_dir: str) -> int:
@@ -139,18 +144,30 @@ def _wait_all(workers: list[_Worker], stopping: threading.Event, metrics_dir: st
     failed = False
     running = {worker.process.pid: worker for worker in workers}
     while running:
-        pid, status = os.wait()
-        if running.pop(pid, None) is None:
+        pid, code = _next_exit(running)
+        worker = running.pop(pid, None)
+        if worker is None:
             continue
+        worker.process.returncode = code  # reaped: never signalled again
         # Its live gauges (in flight, circuit state) leave the sum with it.
         multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
-        if os.waitstatus_to_exitcode(status) != 0 or not stopping.is_set():
+        if code != 0 or not stopping.is_set():
             failed = True
             if not stopping.is_set():
                 print(f"error: worker {pid} exited unasked; stopping the others", file=sys.stderr)
                 stopping.set()
                 _signal_all(list(running.values()), signal.SIGTERM)
     return 1 if failed else 0
+
+
+def _next_exit(running: dict[int, _Worker]) -> tuple[int, int]:
+    """(pid, exit code) of the next worker to exit."""
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:  # already reaped by its Popen, which kept the code
+        pid, worker = next(iter(running.items()))
+        return pid, worker.process.wait()
+    return pid, os.waitstatus_to_exitcode(status)
 
 
 def _serve_metrics(address: str, metrics_dir: str) -> WSGIServer | None:

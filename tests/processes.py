@@ -41,13 +41,15 @@ def _files(folder: Path, config: str) -> tuple[Path, Path]:
     return path, log
 
 
-async def serve(folder: Path, config: str, env: dict[str, str]) -> Served:
-    """Starts `cancelgw serve` on `config` (TOML text) and waits until it serves."""
+async def serve(
+    folder: Path, config: str, env: dict[str, str], *, cwd: Path | None = None
+) -> Served:
+    """Starts `cancelgw serve` on `config` (TOML text), in `cwd`, and waits until it serves."""
     path, log = _files(folder, config)
     with log.open("wb") as stderr:  # a file, not a pipe: a full pipe would block the gateway
         process = await asyncio.create_subprocess_exec(
             CANCELGW, "serve", "--config", str(path),
-            stdout=asyncio.subprocess.PIPE, stderr=stderr, env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=stderr, env={**os.environ, **env}, cwd=cwd,
         )  # fmt: skip
     assert process.stdout is not None
     async with asyncio.timeout(STARTUP_SECONDS):

@@ -311,14 +311,22 @@ class _DropsTheCancel:
             await writer.drain()
         else:
             self.cancels += 1
+            await self.cancelled(reader)
         writer.close()
 
+    async def cancelled(self, reader: asyncio.StreamReader) -> None:
+        """What it does once it has read a cancel: nothing more (the connection closes)."""
 
-async def test_an_answer_lost_after_the_cancel_went_out_exits_5(tmp_path: Path) -> None:
-    upstream = _DropsTheCancel()
-    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    config = f"""
+
+class _SitsOnTheCancel(_DropsTheCancel):
+    """Reads the cancel and never answers, until the gateway hangs up."""
+
+    async def cancelled(self, reader: asyncio.StreamReader) -> None:
+        await reader.read()
+
+
+def _kiiex_config(port: int) -> str:
+    return f"""
 [server]
 listen = "127.0.0.1:0"
 metrics_listen = ""
@@ -329,7 +337,13 @@ base_url = "http://127.0.0.1:{port}"
 username_env = "U"
 password_env = "P"
 """
-    served = await serve(tmp_path, config, {"U": "operator", "P": "operator-pass"})
+
+
+async def test_an_answer_lost_after_the_cancel_went_out_exits_5(tmp_path: Path) -> None:
+    upstream = _DropsTheCancel()
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    served = await serve(tmp_path, _kiiex_config(port), {"U": "operator", "P": "operator-pass"})
     report = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
     code, out, _ = await _run("cancel", "--target", served.target, "kiiex-report", report)
     served.process.terminate()
@@ -366,3 +380,49 @@ async def test_version_and_help_show_what_there_is() -> None:
         assert exit_code in out
     code, out, _ = await _run("serve", "--help")
     assert "$CANCELGW_CONFIG" in out
+
+
+async def test_a_deadline_after_the_call_went_out_exits_5_before_any_connection_7(
+    tmp_path: Path,
+) -> None:
+    upstream = _SitsOnTheCancel()
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    served = await serve(tmp_path, _kiiex_config(port), {"U": "operator", "P": "operator-pass"})
+    report = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
+    sent = await _run("cancel", "--target", served.target, "--timeout", "1", "--json",
+                      "kiiex-report", report)  # fmt: skip
+    served.process.terminate()
+    await served.process.wait()
+    server.close()
+    assert (sent[0], json.loads(sent[1])["error"]["code"]) == (5, "DEADLINE_EXCEEDED")
+    assert upstream.cancels == 1  # it reached the upstream: it may have landed
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never speaks HTTP/2: no gRPC connection is made
+
+    hole = await asyncio.start_server(silent, "127.0.0.1", 0)
+    target = f"127.0.0.1:{hole.sockets[0].getsockname()[1]}"
+    unsent = await _run("cancel", "--target", target, "--timeout", "1", "kiiex-report", report)
+    hole.close()
+    assert unsent[0] == 7, unsent
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (("kiiex-report", "\udcff"), "user-report-id: not valid UTF-8"),
+        (("--connection", "\udcff", "kiiex-report", "x"), "connection: not valid UTF-8"),
+        (("--request-id", "a\nb", "kiiex-report", "x"), "--request-id: printable ASCII only"),
+        (("kiiex-quote", "--oms-id", "99999999999999999999999", "1", "2"), "--oms-id: 9999"),
+        (("--target", "", "kiiex-report", "x"), "--target: give host:port"),
+        (("--targ=127.0.0.1:1", "kiiex-report", "x"), "unrecognized arguments: --targ"),
+    ],
+    ids=["bad-bytes-id", "bad-bytes-connection", "newline-request-id", "int-range",
+         "empty-target", "abbreviation"],
+)  # fmt: skip
+async def test_values_grpc_cannot_carry_are_usage_errors(argv: tuple[str, ...], named: str) -> None:
+    code, out, err = await _run("cancel", *argv)
+    assert (code, out) == (2, ""), err
+    assert named in err
+    assert "Traceback" not in err

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.config import Config, ConfigError
-from gateway.server import GatewayServer
+from gateway.server import TRACES_FLUSH_SECONDS, GatewayServer
 from gateway.tracing import Tracing
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
@@ -315,3 +315,27 @@ async def test_an_unreachable_collector_never_holds_up_a_call(
         answers = await asyncio.gather(*calls)
     assert {a.outcome for a in answers} == {pb.OUTCOME_ACCEPTED}
     await server.stop(grace=0.5)
+
+
+async def test_a_collector_that_never_answers_cannot_hold_up_the_stop(
+    kiiex_http: LoopbackServer, kiiex_sim: KiiexSimulator
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the export request, never answers it
+
+    hole = await asyncio.start_server(silent, "127.0.0.1", 0)
+    endpoint = f"http://127.0.0.1:{hole.sockets[0].getsockname()[1]}/v1/traces"
+    tracing = {"exporter": "otlp", "endpoint": endpoint}
+    config = make_config({"kiiex-main": kiiex_connection(kiiex_http.url)}, tracing=tracing)
+    server = GatewayServer(config)
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
+        await asyncio.gather(*(stub.CancelJob(_report(kiiex_sim.add_report())) for _ in range(50)))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.stop(grace=0.5)
+    # The SDK alone would wait for the collector up to 30 s; the gateway gives it
+    # TRACES_FLUSH_SECONDS and goes (a generous bound: this is about a hang, not speed).
+    assert loop.time() - started < TRACES_FLUSH_SECONDS + 3
+    hole.close()

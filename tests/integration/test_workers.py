@@ -40,7 +40,11 @@ MAX_IN_FLIGHT = 32
 
 
 async def _two_workers(
-    tmp_path: Path, kiiex_url: str, redis: RedisServer, metrics_port: int = 0
+    tmp_path: Path,
+    kiiex_url: str,
+    redis: RedisServer,
+    metrics_port: int = 0,
+    cwd: Path | None = None,
 ) -> Served:
     metrics = f'"127.0.0.1:{metrics_port}"' if metrics_port else '""'
     server = f"workers = 2\nmetrics_listen = {metrics}"
@@ -48,7 +52,8 @@ async def _two_workers(
     config = config.replace('metrics_listen = ""\n', "").replace(
         "[server]\n", f"[server]\n{server}\n"
     )
-    return await serve(tmp_path, config, {**KIIEX_ENV, "CANCELGW_REDIS_URL": redis.url})
+    env = {**KIIEX_ENV, "CANCELGW_REDIS_URL": redis.url}
+    return await serve(tmp_path, config, env, cwd=cwd)
 
 
 def _worker_pids(served: Served) -> set[int]:
@@ -161,3 +166,39 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_workers_run_the_installed_gateway_not_one_in_the_current_folder(
+    tmp_path: Path,
+    kiiex_http: LoopbackServer,
+    kiiex_sim: KiiexSimulator,
+    redis_server: RedisServer,
+) -> None:
+    decoy = tmp_path / "decoy" / "gateway"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    (decoy / "cli.py").write_text(
+        "import time\nprint('cancellation gateway serving on port 1', flush=True)\ntime.sleep(60)\n"
+    )
+    served = await _two_workers(tmp_path, kiiex_http.url, redis_server, cwd=decoy.parent)
+    answers = await _calls(served.target, [kiiex_sim.add_report() for _ in range(4)])
+    served.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(served.process.wait(), 30) == 0
+    assert [a.outcome for a in answers] == [pb.OUTCOME_ACCEPTED] * 4
+
+
+async def test_every_worker_killed_at_once_is_reported_not_a_crash(
+    tmp_path: Path,
+    kiiex_http: LoopbackServer,
+    kiiex_sim: KiiexSimulator,
+    redis_server: RedisServer,
+) -> None:
+    for _ in range(3):  # the supervisor once lost this race about one time in five
+        served = await _two_workers(tmp_path, kiiex_http.url, redis_server)
+        await _calls(served.target, [kiiex_sim.add_report() for _ in range(4 * CHANNELS)])
+        for pid in _worker_pids(served):
+            os.kill(pid, signal.SIGKILL)
+        assert await asyncio.wait_for(served.process.wait(), 30) == 1
+        log = served.log.read_text()
+        assert "exited unasked" in log
+        assert "Traceback" not in log

@@ -149,6 +149,15 @@ def test_non_http_base_url_is_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["https://kiiex.example/api#v1", "https://kiiex.example/api?x=1", "https://k.example?"]
+)
+def test_a_base_url_with_a_query_or_fragment_is_refused(url: str) -> None:
+    # Paths are appended to the base URL: a query or fragment would swallow them.
+    message = _error({"k": _minimal(base_url=url)})
+    assert message.startswith("connections.k.base_url: no query or fragment")
+
+
+@pytest.mark.parametrize(
     ("data", "path"),
     [
         ({"connections": {"k": _minimal(timeout_secs=3)}}, "connections.k.timeout_secs"),

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from google.protobuf import json_format
 
 from adapters.kiiex import KiiexAdapter
 from cancellation.v1 import gateway_pb2
@@ -135,3 +136,24 @@ async def test_any_body_fits_a_response_a_client_can_parse(body: dict[str, Any])
     wire = response_to_proto(result).SerializeToString()
     assert len(wire) < 256 * 1024
     assert gateway_pb2.CancelJobResponse.FromString(wire).outcome == gateway_pb2.OUTCOME_ACCEPTED
+
+
+async def test_numbers_json_cannot_write_stay_text_and_the_envelope_writes_as_json() -> None:
+    # Python's parser takes NaN and Infinity, and 1e400 as infinity; none can be written as
+    # JSON again (proto3 JSON refuses non-finite numbers: grpcurl, `cancelgw cancel --json`).
+    text = b'{"result": false, "errorcode": 104, "errormsg": "x", "detail": NaN, "big": 1e400,'
+    text += b' "neg": -Infinity, "fine": 1.5}'
+    adapter = _kiiex(_login_then(lambda request: httpx2.Response(200, content=text)))
+    reply = await adapter.cancel(REPORT, timeout=5.0)
+    await adapter.aclose()
+    assert isinstance(reply.body, dict)
+    assert (reply.body["detail"], reply.body["big"], reply.body["neg"]) == (
+        "NaN", "1e400", "-Infinity"
+    )  # fmt: skip
+    assert reply.body["fine"] == 1.5
+    result = CancelResult(
+        Outcome.FAILED, Reason.NOT_FOUND, False, "", "kiiex", "CancelUserReport",
+        legs=reply.legs, upstream_response=reply.body,
+    )  # fmt: skip
+    written = json_format.MessageToJson(response_to_proto(result))
+    assert json.loads(written)["upstreamResponse"]["big"] == "1e400"
