@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import sys
+
+# `cancelgw cancel` reports each failure once, itself; gRPC's core would also log its own
+# view of it (a handshake, a refused connection) on stderr. The core reads this when grpc is
+# imported, so it is set before the imports below.
+if sys.argv[1:2] == ["cancel"]:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import argparse
+import asyncio
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any

@@ -426,3 +426,21 @@ async def test_values_grpc_cannot_carry_are_usage_errors(argv: tuple[str, ...], 
     assert (code, out) == (2, ""), err
     assert named in err
     assert "Traceback" not in err
+
+
+async def test_a_tls_failure_is_said_once_without_grpcs_own_log_lines(tmp_path: Path) -> None:
+    async def plaintext(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(plaintext, "127.0.0.1", 0)
+    target = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    code, out, err = await _run(
+        "cancel", "--target", target, "--ca", str(tmp_path / "ca.pem"), "--timeout", "3",
+        "kiiex-report", "x",
+    )  # fmt: skip
+    server.close()
+    assert (code, out) == (7, "")
+    assert err.startswith("error: UNAVAILABLE: ")
+    assert err.count("\n") == 1, err  # gRPC's core would add its own lines about the handshake
