@@ -35,6 +35,7 @@ from tests.deploy.tools import (
     promtool,
 )
 from tests.grpc_helpers import rich_error
+from tests.processes import until
 
 pb = gateway_pb2
 Stub = gateway_pb2_grpc.CancellationGatewayStub
@@ -308,9 +309,14 @@ async def test_one_json_line_per_cancel_job_with_the_request_id(
     assert ("x-request-id", "rq-7") in tuple(await call.initial_metadata())
     with pytest.raises(grpc.aio.AioRpcError):
         await observed.stub.CancelJob(_report("not-a-guid"))
-    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
-    jobs = [line for line in lines if line["message"] == "cancel_job"]
-    assert len(jobs) == 2
+
+    def jobs_logged() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+        return [line for line in lines if line["message"] == "cancel_job"]
+
+    # An abort reaches the caller before the handler's line is written: wait for it.
+    await until(lambda: len(jobs_logged()) == 2, "both calls logged")
+    jobs = jobs_logged()
     found, invalid = jobs
     assert found["caller"] == "anonymous"  # a configured name: the peer is logged apart
     assert found["peer"].startswith("ipv4:127.0.0.1:")
