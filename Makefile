@@ -15,7 +15,7 @@ BUF         := $(TOOLS_DIR)/node_modules/.bin/buf
 # Named after the version, so that bumping BUF_VERSION reinstalls.
 BUF_STAMP   := $(TOOLS_DIR)/.buf-$(BUF_VERSION)
 
-.PHONY: run test tools buf lint proto lock deploy-rules bench chaos readme clean
+.PHONY: run test tools buf contract-release lint proto lock deploy-rules bench chaos readme clean
 
 run: $(BIN)/.installed
 	$(BIN)/cancelgw sandbox
@@ -57,11 +57,17 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy deploy/k8s/generate.py
 
 # The contract under buf (buf.yaml): STANDARD lint, and FILE-level breaking changes of the
-# working tree against the last commit. `make test` checks it against every committed
-# version of protos/ (tests/unit/test_contract_buf.py).
+# working tree against the released contract and the last commit. `make test` checks it
+# against those and every committed version of protos/ (tests/unit/test_contract_buf.py).
 buf: $(BUF_STAMP)
 	$(BUF) lint
+	$(BUF) breaking protos --against contract/released.json
 	$(BUF) breaking protos --against '.git#ref=HEAD,subdir=protos'
+
+# At a release, after `make buf` passes: the contract as released, which later changes are
+# checked against (a shallow clone has no history to check against).
+contract-release: $(BUF_STAMP)
+	$(BUF) build protos --exclude-source-info -o contract/released.json
 
 # The npm package is a small launcher (run by node) plus the platform's binary as an
 # optional dependency: nothing is built or downloaded by install scripts.

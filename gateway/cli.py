@@ -112,11 +112,12 @@ def main(argv: list[str] | None = None, registry: Registry = REGISTRY) -> int:
         except ModuleNotFoundError as missing:
             if (missing.name or "").partition(".")[0] not in SANDBOX_MODULES:
                 raise
-            print(
-                f"error: cancelgw sandbox needs the sandbox extra (no module {missing.name!r}): "
-                "pip install 'cancellation-gateway[sandbox]'; the production image has none",
-                file=sys.stderr,
-            )
+            if missing.name == "simulators":  # a build without them, as the image is
+                need = "a build with the simulators (a checkout: make run)"
+            else:
+                need = "the sandbox extra: pip install 'cancellation-gateway[sandbox]'"
+            print(f"error: cancelgw sandbox needs {need}; no module {missing.name!r}",
+                  file=sys.stderr)  # fmt: skip
             return 1
         return asyncio.run(run_sandbox(args.listen, registry))
     if args.command == "codes":

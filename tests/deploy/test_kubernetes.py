@@ -31,7 +31,7 @@ CLIENT_LABEL = {"cancellation-gateway/client": "true"}
 MONITORING = {"kubernetes.io/metadata.name": "monitoring"}
 APPLIED = {
     "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy",
-    "ServiceMonitor", "PrometheusRule",
+    "ServiceMonitor", "PrometheusRule", "Role", "RoleBinding",
 }  # fmt: skip
 
 
@@ -152,7 +152,9 @@ def test_the_base_lists_its_files_and_the_overlays_apply_them(k8s: Rendered) -> 
     listed = yaml_documents(BASE / "kustomization.yaml")[0]["resources"]
     on_disk = {path.name for path in BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(listed) == on_disk - {"secret.example.yaml"}
-    assert {name.partition("/")[0] for name in k8s.resources} == APPLIED
+    # Dev leaves the alert rules out: they page.
+    expected = APPLIED - {"PrometheusRule"} if k8s.overlay == "dev" else APPLIED
+    assert {name.partition("/")[0] for name in k8s.resources} == expected
     assert set(_example_secrets()) >= {ref for ref, _ in k8s.secret_refs().values()}
 
 
@@ -281,8 +283,10 @@ def test_the_service_monitor_scrapes_each_pod_once_under_the_alerts_job(k8s: Ren
     assert endpoint["interval"] == prometheus["global"]["scrape_interval"]
 
 
-def test_the_prometheus_rule_is_alerts_yml(k8s: Rendered) -> None:
-    assert k8s.one("PrometheusRule")["spec"]["groups"] == yaml_documents(ALERTS)[0]["groups"]
+def test_the_prometheus_rule_is_alerts_yml_in_prod_only() -> None:
+    groups = rendered("prod").one("PrometheusRule")["spec"]["groups"]
+    assert groups == yaml_documents(ALERTS)[0]["groups"]
+    assert rendered("dev").kind("PrometheusRule") == []
 
 
 def test_the_committed_prometheus_rule_is_what_make_deploy_rules_writes() -> None:
@@ -338,7 +342,8 @@ def test_prod_runs_three_sized_replicas_of_the_released_image() -> None:
     assert {"cpu", "memory"} <= set(resources["requests"])
     assert "memory" in resources["limits"]
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert prod.container["image"] == f"{NAME}:{version}"
+    name, _, tag = prod.container["image"].rpartition(":")
+    assert (name.rpartition("/")[2], tag) == (NAME, version)  # the registry is the team's
 
 
 def test_dev_runs_one_replica_of_the_dev_image() -> None:
@@ -362,3 +367,18 @@ def test_prometheus_scrapes_the_metrics_port_under_the_alerts_job() -> None:
     alerts = ALERTS.read_text()
     assert f'job="{NAME}"' in alerts
     assert all((DEPLOY / "prometheus" / f).is_file() for f in prometheus["rule_files"])
+
+
+def test_the_monitoring_prometheus_may_read_the_targets_and_the_pod_holds_no_token(
+    k8s: Rendered,
+) -> None:
+    (binding,) = k8s.kind("RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    ]
+    (role,) = k8s.kind("Role")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    readable = {r for rule in role["rules"] for r in rule["resources"]}
+    assert {"services", "endpoints", "endpointslices", "pods"} <= readable
+    assert all(set(rule["verbs"]) == {"get", "list", "watch"} for rule in role["rules"])
+    assert k8s.pod["spec"]["automountServiceAccountToken"] is False

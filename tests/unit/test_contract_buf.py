@@ -1,5 +1,6 @@
 """buf's checks of the contract (buf.yaml): STANDARD lint with only the waivers the fixed
-names need, and no FILE-level breaking change against any committed version of protos/.
+names need, and no FILE-level breaking change against the released contract
+(contract/released.json) or any committed version of protos/ the clone holds.
 Copies with a field renumbered or renamed prove that the breaking check bites."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
 PROTO = Path("cancellation") / "v1" / "gateway.proto"
+RELEASED = ROOT / "contract" / "released.json"
 
 
 def _buf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -55,6 +57,18 @@ def test_lint_passes_and_every_waiver_is_needed() -> None:
     # Exactly the waived rules fire without the waivers: none is stale, none is missing.
     assert {finding["type"] for finding in _findings(unwaived)} == set(waived), unwaived.stderr
     assert all(paths == [f"protos/{PROTO.as_posix()}"] for paths in waived.values())
+
+
+def test_no_breaking_change_against_the_released_contract() -> None:
+    # The release's image, committed (`make contract-release`): the check holds in a shallow
+    # clone too, where the history below may be one commit, the working tree's own.
+    result = _buf("breaking", "protos", "--against", str(RELEASED))
+    assert result.returncode == 0, f"against {RELEASED.name}:\n{result.stdout}{result.stderr}"
+
+
+def test_the_released_contract_is_a_contract_buf_reads() -> None:
+    image = json.loads(RELEASED.read_text())
+    assert f"{PROTO.as_posix()}" in {file["name"] for file in image["file"]}
 
 
 @pytest.mark.parametrize("version", _contract_versions(), ids=lambda version: version[:7])
