@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Literal
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 FaultKind = Literal["garbage", "empty", "http_status", "rate_limited", "delay", "late", "json"]
@@ -64,13 +65,16 @@ class FaultQueue:
         """The response to a request: `respond()`'s, unless the first fault aimed at this
         kind of endpoint says otherwise."""
         fault = self._take(auth)
-        if fault is None:
-            return await respond()
-        if fault.kind == "late":
-            response = await respond()
-            await self.sleep(fault.seconds)
-            return response
-        return await self._faulty(fault) or await respond()
+        try:
+            if fault is None:
+                return await respond()
+            if fault.kind == "late":
+                response = await respond()
+                await self.sleep(fault.seconds)
+                return response
+            return await self._faulty(fault) or await respond()
+        except ClientDisconnect:  # the client gave up (during a delay): nothing was done
+            return Response(status_code=499)
 
     def _take(self, auth: bool) -> Fault | None:
         fault = next((f for f in self._pending if f.auth == auth), None)
