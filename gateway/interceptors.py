@@ -92,18 +92,14 @@ class _Wrapped:
         return wrapped
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts `grpc_server_started_total`, `grpc_server_handled_total` and
-    `grpc_server_handling_seconds` for every RPC; series exist from start for `services`."""
+class _MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps the handler of each method outside `open_services`, once per method, with
+    what `wrapping` returns. A method the server does not have is left to grpc, which
+    answers UNIMPLEMENTED on its own."""
 
-    def __init__(self, metrics: Metrics, services: Iterable[ServiceDescriptor]) -> None:
-        self._metrics = metrics
-        codes = GRPC_CODE_NAMES.values()
-        for service in services:
-            for method in service.methods:
-                kind = grpc_type(method.client_streaming, method.server_streaming)
-                metrics.prepare_grpc(kind, service.full_name, method.name, codes)
-        self._wrapped = _Wrapped(self._observing)
+    def __init__(self, open_services: Iterable[str] = ()) -> None:
+        self._open = frozenset(open_services)
+        self._wrapped = _Wrapped(self.wrapping)
 
     async def intercept_service(
         self,
@@ -111,11 +107,29 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None:  # no such method: grpc answers UNIMPLEMENTED on its own
-            return None
+        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
+        if handler is None or service in self._open:
+            return handler
         return self._wrapped(handler_call_details.method, handler)
 
-    def _observing(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrapping(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class MetricsInterceptor(_MethodInterceptor):
+    """Counts `grpc_server_started_total`, `grpc_server_handled_total` and
+    `grpc_server_handling_seconds` for every RPC; series exist from start for `services`."""
+
+    def __init__(self, metrics: Metrics, services: Iterable[ServiceDescriptor]) -> None:
+        super().__init__()
+        self._metrics = metrics
+        codes = GRPC_CODE_NAMES.values()
+        for service in services:
+            for method in service.methods:
+                kind = grpc_type(method.client_streaming, method.server_streaming)
+                metrics.prepare_grpc(kind, service.full_name, method.name, codes)
+
+    def wrapping(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, _, name = method.lstrip("/").rpartition("/")
         kind = grpc_type(handler.request_streaming, handler.response_streaming)
         series = _RpcSeries(self._metrics, (kind, service, name))
@@ -211,30 +225,7 @@ _SERVER_FAULTS = frozenset(
 )
 
 
-class _ClosedServices(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Wraps the handler of each method outside `open_services` (health checks and
-    reflection), once per method, with what `wrapping` returns."""
-
-    def __init__(self, open_services: Iterable[str]) -> None:
-        self._open = frozenset(open_services)
-        self._wrapped = _Wrapped(self.wrapping)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
-        if handler is None or service in self._open:
-            return handler
-        return self._wrapped(handler_call_details.method, handler)
-
-    def wrapping(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        raise NotImplementedError
-
-
-class TracingInterceptor(_ClosedServices):
+class TracingInterceptor(_MethodInterceptor):
     """A server span per RPC outside `open_services` (probes and schema discovery are not
     worth a trace), continuing the caller's `traceparent`."""
 
@@ -270,7 +261,7 @@ class _Traced:
         self._span.close()
 
 
-class AuthInterceptor(_ClosedServices):
+class AuthInterceptor(_MethodInterceptor):
     """Identifies the caller of every RPC outside `open_services` before its handler runs
     (bearer token, else client certificate), and binds it for the handler
     (`gateway.auth.current_caller`); refuses with UNAUTHENTICATED otherwise."""
