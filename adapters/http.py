@@ -289,14 +289,14 @@ async def _sent(
     started, status_class = time.monotonic(), "error"
     try:
         response = await client.send(request)
-        tracing.note({"http.response.status_code": response.status_code}, prefix="")
+        tracing.note(lambda: {"http.response.status_code": response.status_code}, prefix="")
         status_class = f"{response.status_code // 100}xx"
         if exchange is not None:
             exchange.delivery = Delivery.ANSWERED
         return response
     except httpx2.TransportError as error:
         code, may_have_left = _classified(error)
-        tracing.note({"failure": code})
+        tracing.note(lambda: {"failure": code})
         if exchange is not None and not may_have_left:
             exchange.delivery = Delivery.NOT_SENT
         raise UpstreamFailure(code, _described(error, code, may_have_left, timeout)) from error

@@ -255,7 +255,9 @@ class Pipeline:
                 ),
             ):
                 reply = await call.route.adapter.cancel(job, timeout=timeout)
-                tracing.note({"delivery": reply.delivery.name, "legs": _legs_of(reply.legs)})
+                tracing.note(
+                    lambda: {"delivery": reply.delivery.name, "legs": _legs_of(reply.legs)}
+                )
             # Clean before it is written down anywhere (the ledger may be a shared Redis).
             reply = replace(reply, legs=scrubbed_legs(reply.legs, self._secrets))
             seconds = time.monotonic() - started
@@ -301,7 +303,7 @@ class Pipeline:
                     found = await self._drain.unless_draining(
                         call.route.adapter.confirm(call.job, timeout=timeout)
                     )
-                    tracing.note({"states": _states_of(found or ())})
+                    tracing.note(lambda: {"states": _states_of(found or ())})
         except DeadlineExceeded:  # every slot busy for the whole window: no read this time
             return {}
         return {check.leg: check for check in found or ()}

@@ -334,7 +334,7 @@ def call_log(
         raise
     finally:
         line["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
-        tracing.note({key: line[key] for key in _TRACED if key in line})
+        tracing.note(lambda: {key: line[key] for key in _TRACED if key in line})
         level = logging.ERROR if failure else logging.INFO
         log.log(level, "cancel_job", extra=line, exc_info=failure)
 

@@ -157,17 +157,17 @@ def inject(headers: Any) -> None:
     _PROPAGATOR.inject(headers)
 
 
-def note(fields: Mapping[str, object], *, prefix: str = "cancelgw.") -> None:
-    """Sets the plain values of `fields` as attributes of the current span."""
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.set_attributes(
-            {prefix + k: v for k, v in fields.items() if isinstance(v, str | bool | int | float)}
-        )
-
-
 def current() -> Span:
     return trace.get_current_span()
+
+
+def note(fields: Callable[[], Mapping[str, object]], *, prefix: str = "cancelgw.") -> None:
+    """Sets the plain values `fields()` returns as attributes of the current span; called
+    only when the span is recorded, so an untraced call builds nothing."""
+    span = current()
+    if span.is_recording():
+        plain = {k: v for k, v in fields().items() if isinstance(v, str | bool | int | float)}
+        span.set_attributes({prefix + k: v for k, v in plain.items()})
 
 
 def failed(current: Span, error_type: str) -> None:
@@ -178,7 +178,7 @@ def failed(current: Span, error_type: str) -> None:
 
 def trace_ids() -> tuple[str, str] | None:
     """(trace id, span id) of the current span, as W3C writes them; None outside a trace."""
-    context = trace.get_current_span().get_span_context()
+    context = current().get_span_context()
     if not context.is_valid:
         return None
     return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
