@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
+from cancellation.v1 import gateway_pb2 as pb
+
+
+def report_request(report_id: str, idempotency_key: str = "", **fields: Any) -> pb.CancelJobRequest:
+    """A CancelJob for one KIIEX user report; `fields` are the request's other fields."""
+    return pb.CancelJobRequest(
+        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id),
+        idempotency_key=idempotency_key,
+        **fields,
+    )
 
 
 @dataclass

@@ -87,14 +87,6 @@ confirm_interval_seconds = 0.05
 """
 
 
-def report_request(report_id: str, key: str = "", wait: bool = False) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id),
-        idempotency_key=key,
-        wait_for_confirmation=wait,
-    )
-
-
 async def until(condition: Callable[[], object], what: str) -> None:
     """Polls `condition` every 10 ms, for five seconds at most."""
     for _ in range(BOUND):

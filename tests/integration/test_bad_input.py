@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
@@ -19,7 +18,7 @@ from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from simulators.zuora import ZuoraSimulator
 from tests.conftest import kiiex_connection, make_config, zuora_connection
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 
 TOKEN = "corpus-token"
 REPORTS_ONLY = "reports-only-token"
@@ -30,12 +29,6 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 REPORT_FIELD = "kiiex_user_report.user_report_id"
 RUN_FIELD = "zuora_report_run.report_run_id"
-
-
-def _report(report_id: str, **fields: Any) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id), **fields
-    )
 
 
 def _run(run_id: str) -> pb.CancelJobRequest:
@@ -52,7 +45,7 @@ Case = tuple[pb.CancelJobRequest, tuple[tuple[str, str], ...], grpc.StatusCode, 
 
 
 def _bad_report(report_id: str) -> Case:
-    return (_report(report_id), BEARER, INVALID, "INVALID_ARGUMENT", REPORT_FIELD)
+    return (report_request(report_id), BEARER, INVALID, "INVALID_ARGUMENT", REPORT_FIELD)
 
 
 def _bad_run(run_id: str) -> Case:
@@ -64,7 +57,7 @@ def _bad_quote(field: str, **fields: int) -> Case:
 
 
 def _unauthenticated(*metadata: tuple[str, str]) -> Case:
-    return (_report(GUID), metadata, UNAUTHENTICATED, "UNAUTHENTICATED", None)
+    return (report_request(GUID), metadata, UNAUTHENTICATED, "UNAUTHENTICATED", None)
 
 
 CORPUS: dict[str, Case] = {
@@ -121,42 +114,42 @@ CORPUS: dict[str, Case] = {
         "job",
     ),
     "connection 129 chars": (
-        _report(GUID, connection="c" * 129),
+        report_request(GUID, connection="c" * 129),
         BEARER,
         grpc.StatusCode.PERMISSION_DENIED,
         "CALLER_NOT_PERMITTED",
         None,
     ),  # a stranger's connection name is judged by permission first
     "connection control char": (
-        _report(GUID, connection="k\n"),
+        report_request(GUID, connection="k\n"),
         BEARER,
         grpc.StatusCode.PERMISSION_DENIED,
         "CALLER_NOT_PERMITTED",
         None,
     ),
     "connection of another upstream": (
-        _report(GUID, connection="z"),
+        report_request(GUID, connection="z"),
         BEARER,
         grpc.StatusCode.PERMISSION_DENIED,
         "CALLER_NOT_PERMITTED",
         None,
     ),
     "key 257 chars": (
-        _report(GUID, idempotency_key="k" * 257),
+        report_request(GUID, idempotency_key="k" * 257),
         BEARER,
         INVALID,
         "INVALID_ARGUMENT",
         "idempotency_key",
     ),
     "key tab": (
-        _report(GUID, idempotency_key="a\tb"),
+        report_request(GUID, idempotency_key="a\tb"),
         BEARER,
         INVALID,
         "INVALID_ARGUMENT",
         "idempotency_key",
     ),
     "key nul": (
-        _report(GUID, idempotency_key="\x00"),
+        report_request(GUID, idempotency_key="\x00"),
         BEARER,
         INVALID,
         "INVALID_ARGUMENT",
@@ -282,7 +275,7 @@ async def test_a_message_past_the_size_limit_is_resource_exhausted(
     upstreams: Upstreams,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report("a" * (5 << 20)), metadata=BEARER, timeout=10)
+        await stub.CancelJob(report_request("a" * (5 << 20)), metadata=BEARER, timeout=10)
     assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     kiiex, zuora, _, _ = upstreams
     assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
@@ -294,7 +287,7 @@ async def test_metadata_past_the_size_limit_is_refused(
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(
-            _report(GUID), metadata=(*BEARER, ("x-padding", "p" * 40_000)), timeout=10
+            report_request(GUID), metadata=(*BEARER, ("x-padding", "p" * 40_000)), timeout=10
         )
     assert raised.value.code() in (
         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE

@@ -23,14 +23,13 @@ from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 from tests.processes import (
     BOUND,
     KIIEX_ENV,
     Served,
     kiiex_gateway_config,
     outcome,
-    report_request,
     serve,
     until,
 )
@@ -48,7 +47,9 @@ async def test_sigterm_with_calls_in_flight_and_queued_cancels_none(
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         calls = [  # one in six waits for confirmation
-            asyncio.ensure_future(outcome(stub, report_request(r, wait=i % 6 == 0)))
+            asyncio.ensure_future(
+                outcome(stub, report_request(r, wait_for_confirmation=i % 6 == 0))
+            )
             for i, r in enumerate(reports)
         ]
         await until(lambda: kiiex_sim.calls["CancelUserReport"] >= 32, "32 cancels in flight")

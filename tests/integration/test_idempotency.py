@@ -18,7 +18,7 @@ from simulators.faults import Fault
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from tests.conftest import KIIEX_ENV, kiiex_connection, make_config
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 from tests.redis_server import RedisServer
 
 Stub = gateway_pb2_grpc.CancellationGatewayStub
@@ -47,14 +47,6 @@ async def keyed(
     return started
 
 
-def _report(report_id: str, key: str = "", **fields: Any) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id),
-        idempotency_key=key,
-        **fields,
-    )
-
-
 def _quote(bid: int, ask: int, key: str = "", **fields: Any) -> pb.CancelJobRequest:
     quote = pb.KiiexQuote(oms_id=1, bid_quote_id=bid, ask_quote_id=ask, instrument_id=1)
     return pb.CancelJobRequest(kiiex_quote=quote, idempotency_key=key, **fields)
@@ -73,8 +65,8 @@ async def test_the_same_key_twice_replays_without_calling_the_upstream(
 ) -> None:
     stub, server = keyed
     report = kiiex_sim.add_report()
-    first = await stub.CancelJob(_report(report, "key-1"))
-    again = await stub.CancelJob(_report(report, "key-1"))
+    first = await stub.CancelJob(report_request(report, "key-1"))
+    again = await stub.CancelJob(report_request(report, "key-1"))
     assert kiiex_sim.calls["CancelUserReport"] == 1
     assert (first.replayed, again.replayed) == (False, True)
     assert again.request_id != first.request_id  # each call's own x-request-id
@@ -89,9 +81,9 @@ async def test_the_same_key_twice_replays_without_calling_the_upstream(
 @pytest.mark.parametrize(
     "other",
     [
-        _report("00000000-0000-4000-8000-000000000001", "key-2"),
-        _report("00000000-0000-4000-8000-000000000000", "key-2", wait_for_confirmation=True),
-        _report("00000000-0000-4000-8000-000000000000", "key-2", connection="k"),
+        report_request("00000000-0000-4000-8000-000000000001", "key-2"),
+        report_request("00000000-0000-4000-8000-000000000000", "key-2", wait_for_confirmation=True),
+        report_request("00000000-0000-4000-8000-000000000000", "key-2", connection="k"),
     ],
     ids=["another job", "another wait_for_confirmation", "same connection, named"],
 )
@@ -99,7 +91,7 @@ async def test_a_key_reused_for_another_request_is_refused(
     keyed: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator, other: pb.CancelJobRequest
 ) -> None:
     stub, _ = keyed
-    await stub.CancelJob(_report("00000000-0000-4000-8000-000000000000", "key-2"))
+    await stub.CancelJob(report_request("00000000-0000-4000-8000-000000000000", "key-2"))
     calls = kiiex_sim.calls["CancelUserReport"]
     if other.connection == "k":  # the default connection by name is the same request
         assert (await stub.CancelJob(other)).replayed
@@ -119,7 +111,7 @@ async def test_concurrent_duplicates_make_exactly_one_upstream_cancel(
     stub, _ = keyed
     report = kiiex_sim.add_report()
     release = kiiex_sim.faults.hold()
-    calls = [asyncio.ensure_future(stub.CancelJob(_report(report, "dup"))) for _ in range(8)]
+    calls = [asyncio.ensure_future(stub.CancelJob(report_request(report, "dup"))) for _ in range(8)]
     await _arrived(kiiex_sim, "CancelUserReport", 1)
     release.set()
     answers = await asyncio.gather(*calls)
@@ -134,10 +126,10 @@ async def test_a_duplicate_still_running_at_its_deadline_is_aborted(
     stub, _ = keyed
     report = kiiex_sim.add_report()
     release = kiiex_sim.faults.hold()
-    first = asyncio.ensure_future(stub.CancelJob(_report(report, "slow")))
+    first = asyncio.ensure_future(stub.CancelJob(report_request(report, "slow")))
     await _arrived(kiiex_sim, "CancelUserReport", 1)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report(report, "slow"), timeout=0.5)
+        await stub.CancelJob(report_request(report, "slow"), timeout=0.5)
     release.set()
     await first
     error = rich_error(raised.value)
@@ -153,10 +145,12 @@ async def test_an_answer_that_nothing_landed_frees_the_key(
     stub, _ = keyed
     report = kiiex_sim.add_report()
     kiiex_sim.faults.inject(Fault("http_status", status=503, auth=True), times=3)
-    failed = await stub.CancelJob(_report(report, "retry-me"))  # the login failed: never sent
+    failed = await stub.CancelJob(
+        report_request(report, "retry-me")
+    )  # the login failed: never sent
     assert (failed.outcome, failed.retryable) == (pb.OUTCOME_FAILED, True)
     assert {a.delivery for a in failed.attempt_history} == {pb.DELIVERY_NOT_SENT}
-    again = await stub.CancelJob(_report(report, "retry-me"))
+    again = await stub.CancelJob(report_request(report, "retry-me"))
     assert (again.outcome, again.replayed) == (pb.OUTCOME_ACCEPTED, False)
     assert kiiex_sim.calls["CancelUserReport"] == 1
 
@@ -202,11 +196,11 @@ async def test_a_key_whose_lost_attempt_landed_is_not_cancelled_again(
     report = kiiex_sim.add_report()
     release = kiiex_sim.faults.hold("late")
     kiiex_sim.faults.inject(Fault("http_status", status=503))
-    first = await stub.CancelJob(_report(report, "open"))
+    first = await stub.CancelJob(report_request(report, "open"))
     release.set()
     assert (first.outcome, first.retryable) == (pb.OUTCOME_FAILED, True)
     assert "may have applied it" in first.message
-    again = await stub.CancelJob(_report(report, "open"))
+    again = await stub.CancelJob(report_request(report, "open"))
     assert kiiex_sim.calls["CancelUserReport"] == 2, "no third cancel"
     assert (again.outcome, again.replayed) == (pb.OUTCOME_CANCELED, False)
     assert len(again.attempt_history) == 2  # both earlier attempts, shown to the caller
@@ -221,11 +215,11 @@ async def test_a_key_whose_lost_attempt_did_not_land_is_sent_again(
     report = kiiex_sim.add_report()
     release = kiiex_sim.faults.hold("delay")  # held before it is handled: nothing lands
     kiiex_sim.faults.inject(Fault("http_status", status=503))
-    first = await stub.CancelJob(_report(report, "not-landed"))
+    first = await stub.CancelJob(report_request(report, "not-landed"))
     assert first.retryable
     release.set()
     await _arrived(kiiex_sim, "CancelUserReport", 2)
-    again = await stub.CancelJob(_report(report, "not-landed"))
+    again = await stub.CancelJob(report_request(report, "not-landed"))
     assert kiiex_sim.calls["GetUserReportTickets"] >= 1  # read first: still Scheduled
     assert (again.outcome, again.attempts) == (pb.OUTCOME_ACCEPTED, 1)
 
@@ -235,7 +229,7 @@ async def test_retry_after_longer_than_the_backoff_is_passed_on(
 ) -> None:
     stub, _ = keyed
     kiiex_sim.faults.inject(Fault("rate_limited", seconds=30))
-    response = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    response = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     assert (response.reason, response.attempts) == (pb.REASON_RATE_LIMITED, 1)
     assert response.HasField("retry_after")
     assert response.retry_after.ToTimedelta().total_seconds() == 30
@@ -254,11 +248,11 @@ async def test_a_stopped_redis_refuses_keyed_calls_and_serves_the_others(
     stub, _ = await start_gateway(config)
     redis_server.stop()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report(kiiex_sim.add_report(), "k-1"))
+        await stub.CancelJob(report_request(kiiex_sim.add_report(), "k-1"))
     error = rich_error(raised.value)
     assert (error.code, error.info.reason) == (
         grpc.StatusCode.UNAVAILABLE, "IDEMPOTENCY_STORE_UNAVAILABLE"
     )  # fmt: skip
     assert kiiex_sim.calls["CancelUserReport"] == 0, "never run without the guard asked for"
-    served = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    served = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     assert served.outcome == pb.OUTCOME_ACCEPTED

@@ -17,7 +17,7 @@ from simulators.faults import Fault
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from tests.conftest import kiiex_connection, make_config
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 
 Stub = gateway_pb2_grpc.CancellationGatewayStub
 pb = gateway_pb2
@@ -32,18 +32,12 @@ async def gateway(
     return started
 
 
-def _report(report_id: str, **fields: Any) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id), **fields
-    )
-
-
 async def test_existing_report_is_accepted(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
     report = kiiex_sim.add_report()
-    call = stub.CancelJob(_report(report), metadata=(("x-request-id", "req-42"),))
+    call = stub.CancelJob(report_request(report), metadata=(("x-request-id", "req-42"),))
     response = await call
     assert (response.outcome, response.reason) == (pb.OUTCOME_ACCEPTED, pb.REASON_UNSPECIFIED)
     assert (response.upstream, response.operation, response.attempts) == (
@@ -64,7 +58,7 @@ async def test_unknown_report_is_an_ok_envelope_saying_not_found(
     gateway: tuple[Stub, GatewayServer],
 ) -> None:
     stub, _ = gateway
-    response = await stub.CancelJob(_report("00000000-0000-4000-8000-000000000000"))
+    response = await stub.CancelJob(report_request("00000000-0000-4000-8000-000000000000"))
     assert (response.outcome, response.reason, response.retryable) == (
         pb.OUTCOME_FAILED,
         pb.REASON_NOT_FOUND,
@@ -77,7 +71,9 @@ async def test_confirmation_turns_receipt_into_canceled(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
-    response = await stub.CancelJob(_report(kiiex_sim.add_report(), wait_for_confirmation=True))
+    response = await stub.CancelJob(
+        report_request(kiiex_sim.add_report(), wait_for_confirmation=True)
+    )
     assert response.outcome == pb.OUTCOME_CANCELED
     assert response.legs[0].detail == "RequestStatus UserCancelled"
 
@@ -94,7 +90,9 @@ async def test_unconfirmed_cancel_stays_accepted_with_not_confirmed(
         }
     )
     stub, _ = await start_gateway(config)
-    response = await stub.CancelJob(_report(kiiex_sim.add_report(), wait_for_confirmation=True))
+    response = await stub.CancelJob(
+        report_request(kiiex_sim.add_report(), wait_for_confirmation=True)
+    )
     assert (response.outcome, response.reason) == (pb.OUTCOME_ACCEPTED, pb.REASON_NOT_CONFIRMED)
     assert "UserCancelPending" in response.legs[0].detail
 
@@ -104,7 +102,7 @@ async def test_malformed_guid_is_invalid_argument_and_upstream_is_never_called(
 ) -> None:
     stub, _ = gateway
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report("not-a-guid"))
+        await stub.CancelJob(report_request("not-a-guid"))
     error = rich_error(raised.value)
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
     assert error.bad_fields == ["kiiex_user_report.user_report_id"]
@@ -129,7 +127,9 @@ async def test_unknown_connection_is_failed_precondition(
 ) -> None:
     stub, _ = gateway
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30", connection="nope"))
+        await stub.CancelJob(
+            report_request("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30", connection="nope")
+        )
     error = rich_error(raised.value)
     assert (error.code, error.info.reason) == (
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -159,7 +159,7 @@ async def test_unreachable_upstream_is_failed_unavailable_and_retryable(
 ) -> None:
     config = make_config({"k": kiiex_connection(refused_url)})
     stub, _ = await start_gateway(config)
-    response = await stub.CancelJob(_report("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"))
+    response = await stub.CancelJob(report_request("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"))
     assert (response.outcome, response.reason, response.retryable) == (
         pb.OUTCOME_FAILED,
         pb.REASON_UPSTREAM_UNAVAILABLE,
@@ -173,7 +173,7 @@ async def test_a_garbage_200_is_a_bad_answer_that_may_have_landed(
 ) -> None:
     stub, _ = gateway
     kiiex_sim.faults.inject(Fault("garbage"))
-    response = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    response = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     # A 200 that cannot be read does not say the cancel was not applied: UNKNOWN, not FAILED.
     assert (response.outcome, response.reason, response.attempts, response.retryable) == (
         pb.OUTCOME_UNKNOWN,
@@ -191,7 +191,7 @@ async def test_slow_upstream_times_out_then_the_retry_succeeds(
 ) -> None:
     stub, _ = gateway
     kiiex_sim.faults.inject(Fault("delay", seconds=2.0))
-    response = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    response = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     assert (response.outcome, response.attempts) == (pb.OUTCOME_ACCEPTED, 2)
 
 
@@ -201,7 +201,7 @@ async def test_caller_deadline_is_deadline_exceeded(
     stub, _ = gateway
     kiiex_sim.faults.inject(Fault("delay", seconds=2.0), times=3)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report(kiiex_sim.add_report()), timeout=1.5)
+        await stub.CancelJob(report_request(kiiex_sim.add_report()), timeout=1.5)
     # The gateway answers before gRPC cuts the call off, so the status carries its details.
     error = rich_error(raised.value)
     assert (error.code, error.info.reason) == (
@@ -217,7 +217,7 @@ async def test_oversized_request_fields_are_invalid_argument(
     gateway: tuple[Stub, GatewayServer], field: str, value: str
 ) -> None:
     stub, _ = gateway
-    request = _report("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30", **{field: value})
+    request = report_request("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30", **{field: value})
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(request)
     error = rich_error(raised.value)
@@ -229,9 +229,9 @@ async def test_expired_session_is_renewed_transparently(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
-    await stub.CancelJob(_report(kiiex_sim.add_report()))
+    await stub.CancelJob(report_request(kiiex_sim.add_report()))
     kiiex_sim.expire_sessions()
-    response = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    response = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     assert response.outcome == pb.OUTCOME_ACCEPTED
     assert kiiex_sim.login_count == 2
 
@@ -250,7 +250,7 @@ async def test_stop_lets_the_in_flight_call_finish(
 ) -> None:
     stub, server = gateway
     release = kiiex_sim.faults.hold()  # the upstream answers when the test says so
-    call = asyncio.ensure_future(stub.CancelJob(_report(kiiex_sim.add_report())))
+    call = asyncio.ensure_future(stub.CancelJob(report_request(kiiex_sim.add_report())))
     for _ in range(500):  # bounded poll: until the upstream holds the request
         if kiiex_sim.calls["CancelUserReport"]:
             break
@@ -272,14 +272,14 @@ async def test_an_attempt_never_waits_for_an_http_connection(
     connection at once, so a slow neighbour cannot use up its attempt's timeout."""
     connection = kiiex_connection(kiiex_http.url, timeout_seconds=0.5, pool_size=1, max_in_flight=2)
     stub, _ = await start_gateway(make_config({"k": connection}))
-    await stub.CancelJob(_report(kiiex_sim.add_report()))  # logged in, one connection kept
+    await stub.CancelJob(report_request(kiiex_sim.add_report()))  # logged in, one connection kept
     release = kiiex_sim.faults.hold()
-    slow = asyncio.ensure_future(stub.CancelJob(_report(kiiex_sim.add_report())))
+    slow = asyncio.ensure_future(stub.CancelJob(report_request(kiiex_sim.add_report())))
     for _ in range(200):
         if kiiex_sim.calls["CancelUserReport"] == 2:
             break
         await asyncio.sleep(0.01)
-    quick = await stub.CancelJob(_report(kiiex_sim.add_report()))
+    quick = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     release.set()
     await slow
     assert (quick.outcome, quick.attempts) == (pb.OUTCOME_ACCEPTED, 1)

@@ -34,7 +34,7 @@ from tests.deploy.tools import (
     metric_names,
     promtool,
 )
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 from tests.processes import until
 
 pb = gateway_pb2
@@ -119,12 +119,6 @@ async def observed(start_gateway: Callable[..., Any], kiiex_sim: KiiexSimulator)
     return Observed(stub, server, kiiex_sim, tokens)
 
 
-def _report(report_id: str, **fields: Any) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id), **fields
-    )
-
-
 async def _until(check: Callable[[], Any], what: str) -> None:
     """Bounded poll for something another task or thread finishes."""
     for _ in range(500):
@@ -160,9 +154,11 @@ async def test_series_exist_at_zero_before_any_call(observed: Observed) -> None:
 
 
 async def test_one_not_found_call_moves_exactly_its_series_by_one(observed: Observed) -> None:
-    await observed.stub.CancelJob(_report(observed.sim.add_report()))  # logs in: a warm gateway
+    await observed.stub.CancelJob(
+        report_request(observed.sim.add_report())
+    )  # logs in: a warm gateway
     before = await scrape(observed.server)
-    response = await observed.stub.CancelJob(_report(MISSING_REPORT))
+    response = await observed.stub.CancelJob(report_request(MISSING_REPORT))
     assert (response.outcome, response.reason) == (pb.OUTCOME_FAILED, pb.REASON_NOT_FOUND)
     grpc_labels = {"grpc_type": "unary", "grpc_service": GATEWAY, "grpc_method": "CancelJob"}
     job = {"upstream": "kiiex", "operation": "CancelUserReport"}
@@ -181,7 +177,10 @@ async def test_one_not_found_call_moves_exactly_its_series_by_one(observed: Obse
 
 async def test_gateway_side_errors_count_by_grpc_code_and_not_as_jobs(observed: Observed) -> None:
     before = await scrape(observed.server)
-    for request in (_report("not-a-guid"), _report(MISSING_REPORT, connection="nope")):
+    for request in (
+        report_request("not-a-guid"),
+        report_request(MISSING_REPORT, connection="nope"),
+    ):
         with pytest.raises(grpc.aio.AioRpcError):
             await observed.stub.CancelJob(request)
     changes = moved(before, await scrape(observed.server))
@@ -232,10 +231,10 @@ async def test_health_checks_and_reflection_are_counted_as_rpcs(observed: Observ
 
 
 async def test_retry_counts_the_5xx_and_the_retry(observed: Observed) -> None:
-    await observed.stub.CancelJob(_report(observed.sim.add_report()))
+    await observed.stub.CancelJob(report_request(observed.sim.add_report()))
     before = await scrape(observed.server)
     observed.sim.faults.inject(Fault("http_status", status=503))
-    response = await observed.stub.CancelJob(_report(observed.sim.add_report()))
+    response = await observed.stub.CancelJob(report_request(observed.sim.add_report()))
     assert (response.outcome, response.attempts) == (pb.OUTCOME_ACCEPTED, 2)
     changes = moved(before, await scrape(observed.server))
     call = {"connection": "kiiex-main", "operation": "CancelUserReport"}
@@ -246,7 +245,7 @@ async def test_retry_counts_the_5xx_and_the_retry(observed: Observed) -> None:
 
 async def test_confirmation_result_is_counted(observed: Observed) -> None:
     before = await scrape(observed.server)
-    request = _report(observed.sim.add_report(), wait_for_confirmation=True)
+    request = report_request(observed.sim.add_report(), wait_for_confirmation=True)
     assert (await observed.stub.CancelJob(request)).outcome == pb.OUTCOME_CANCELED
     changes = moved(before, await scrape(observed.server))
     assert (
@@ -257,9 +256,9 @@ async def test_confirmation_result_is_counted(observed: Observed) -> None:
 
 
 async def test_in_flight_shows_a_slow_call_while_it_runs(observed: Observed) -> None:
-    await observed.stub.CancelJob(_report(observed.sim.add_report()))
+    await observed.stub.CancelJob(report_request(observed.sim.add_report()))
     release = observed.sim.faults.hold()
-    call = asyncio.ensure_future(observed.stub.CancelJob(_report(observed.sim.add_report())))
+    call = asyncio.ensure_future(observed.stub.CancelJob(report_request(observed.sim.add_report())))
     gauge = series("cancelgw_upstream_in_flight", connection="kiiex-main")
 
     async def in_flight() -> bool:
@@ -281,9 +280,9 @@ async def test_breaker_opens_then_answers_without_calling_the_upstream(
     )
     stub, server = await start_gateway(observed_config({"k": connection}))
     for _ in range(2):
-        response = await stub.CancelJob(_report(MISSING_REPORT))
+        response = await stub.CancelJob(report_request(MISSING_REPORT))
         assert (response.reason, response.attempts) == (pb.REASON_UPSTREAM_UNAVAILABLE, 1)
-    refused = await stub.CancelJob(_report(MISSING_REPORT))
+    refused = await stub.CancelJob(report_request(MISSING_REPORT))
     assert (refused.outcome, refused.reason, refused.retryable, refused.attempts) == (
         pb.OUTCOME_FAILED,
         pb.REASON_UPSTREAM_UNAVAILABLE,
@@ -303,12 +302,14 @@ async def test_breaker_opens_then_answers_without_calling_the_upstream(
 async def test_one_json_line_per_cancel_job_with_the_request_id(
     observed: Observed, captured_logs: io.StringIO
 ) -> None:
-    call = observed.stub.CancelJob(_report(MISSING_REPORT), metadata=(("x-request-id", "rq-7"),))
+    call = observed.stub.CancelJob(
+        report_request(MISSING_REPORT), metadata=(("x-request-id", "rq-7"),)
+    )
     response = await call
     assert response.request_id == "rq-7"
     assert ("x-request-id", "rq-7") in tuple(await call.initial_metadata())
     with pytest.raises(grpc.aio.AioRpcError):
-        await observed.stub.CancelJob(_report("not-a-guid"))
+        await observed.stub.CancelJob(report_request("not-a-guid"))
 
     def jobs_logged() -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
@@ -348,7 +349,7 @@ async def test_an_unforeseen_adapter_failure_is_an_envelope_with_a_logged_traceb
 ) -> None:
     config = observed_config({"k": kiiex_connection()})
     stub, _ = await start_gateway(config, {"k": BrokenTransport()})
-    response = await stub.CancelJob(_report(MISSING_REPORT))
+    response = await stub.CancelJob(report_request(MISSING_REPORT))
     assert (response.outcome, response.reason) == (
         pb.OUTCOME_FAILED,
         pb.REASON_BAD_UPSTREAM_RESPONSE,
@@ -372,7 +373,7 @@ async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
     config = observed_config({"k": kiiex_connection()})
     stub, server = await start_gateway(config, {"k": httpx2.ASGITransport(app=kiiex_sim.app)})
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelJob(_report(MISSING_REPORT))
+        await stub.CancelJob(report_request(MISSING_REPORT))
     assert raised.value.code() is grpc.StatusCode.UNKNOWN
     grpc_labels = {"grpc_type": "unary", "grpc_service": GATEWAY, "grpc_method": "CancelJob"}
     handled = series("grpc_server_handled_total", **grpc_labels, grpc_code="Unknown")
@@ -385,9 +386,11 @@ async def test_a_bug_is_unknown_counted_and_logged_with_its_traceback(
 
 async def test_no_secret_reaches_the_logs(observed: Observed, captured_logs: io.StringIO) -> None:
     observed.sim.expire_sessions()
-    await observed.stub.CancelJob(_report(observed.sim.add_report(), wait_for_confirmation=True))
+    await observed.stub.CancelJob(
+        report_request(observed.sim.add_report(), wait_for_confirmation=True)
+    )
     observed.sim.expire_sessions()  # a re-login mid-way: a second token
-    await observed.stub.CancelJob(_report(MISSING_REPORT))
+    await observed.stub.CancelJob(report_request(MISSING_REPORT))
     logged = captured_logs.getvalue()
     assert "cancel_job" in logged
     tokens = set(observed.tokens.values)
@@ -397,8 +400,10 @@ async def test_no_secret_reaches_the_logs(observed: Observed, captured_logs: io.
 
 
 async def test_promtool_accepts_the_live_exposition(observed: Observed) -> None:
-    await observed.stub.CancelJob(_report(observed.sim.add_report(), wait_for_confirmation=True))
-    await observed.stub.CancelJob(_report(MISSING_REPORT))
+    await observed.stub.CancelJob(
+        report_request(observed.sim.add_report(), wait_for_confirmation=True)
+    )
+    await observed.stub.CancelJob(report_request(MISSING_REPORT))
     result = promtool("check", "metrics", stdin=await scrape_text(observed.server))
     assert result.returncode == 0, result.stdout + result.stderr
 

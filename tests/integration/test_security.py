@@ -29,7 +29,7 @@ from gateway.server import GatewayServer
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from tests.conftest import kiiex_connection, make_config
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 
 Stub = gateway_pb2_grpc.CancellationGatewayStub
 BOT_TOKEN = "bot-token-7f1c2e"
@@ -105,12 +105,6 @@ async def gateway(
     return started
 
 
-def _report(report_id: str, connection: str = "") -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id), connection=connection
-    )
-
-
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
@@ -141,7 +135,7 @@ async def test_no_or_unknown_credentials_are_unauthenticated_and_call_nothing(
 ) -> None:
     stub, _ = gateway
     report = kiiex_sim.add_report()
-    code, reason, _ = await _refused(stub.CancelJob(_report(report), metadata=metadata))
+    code, reason, _ = await _refused(stub.CancelJob(report_request(report), metadata=metadata))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
     assert sum(kiiex_sim.calls.values()) == 0, "the upstream saw nothing"
 
@@ -151,7 +145,7 @@ async def test_the_right_caller_is_served_and_named_in_the_log(
 ) -> None:
     stub, _ = gateway
     report = kiiex_sim.add_report()
-    response = await stub.CancelJob(_report(report), metadata=_bearer(BOT_TOKEN))
+    response = await stub.CancelJob(report_request(report), metadata=_bearer(BOT_TOKEN))
     assert response.outcome == pb.OUTCOME_ACCEPTED
     line = next(line for line in captured_logs.getvalue().splitlines() if '"cancel_job"' in line)
     assert '"caller": "incident-bot"' in line
@@ -164,11 +158,11 @@ async def test_the_right_caller_is_served_and_named_in_the_log(
     [
         (BOT_TOKEN, pb.CancelJobRequest(zuora_report_run=pb.ZuoraReportRun(report_run_id="0" * 32)),
          {"caller": "incident-bot", "job": "zuora_report_run", "connection": ""}),
-        (DESK_TOKEN, _report("00000000-0000-4000-8000-000000000000"),
+        (DESK_TOKEN, report_request("00000000-0000-4000-8000-000000000000"),
          {"caller": "desk", "job": "kiiex_user_report", "connection": "k"}),
-        (DESK_TOKEN, _report("00000000-0000-4000-8000-000000000000", connection="k"),
+        (DESK_TOKEN, report_request("00000000-0000-4000-8000-000000000000", connection="k"),
          {"caller": "desk", "job": "kiiex_user_report", "connection": "k"}),
-        (DESK_TOKEN, _report("00000000-0000-4000-8000-000000000000", connection="nope"),
+        (DESK_TOKEN, report_request("00000000-0000-4000-8000-000000000000", connection="nope"),
          {"caller": "desk", "job": "kiiex_user_report", "connection": "nope"}),
     ],
     ids=["job", "default-connection", "named-connection", "unknown-connection"],
@@ -191,7 +185,7 @@ async def test_a_caller_over_its_rate_is_told_when_to_come_back(
     gateway: tuple[Stub, GatewayServer], kiiex_sim: KiiexSimulator
 ) -> None:
     stub, _ = gateway
-    request = _report(kiiex_sim.add_report(), connection="other")
+    request = report_request(kiiex_sim.add_report(), connection="other")
     for _ in range(2):  # the burst
         assert (await stub.CancelJob(request, metadata=_bearer(DESK_TOKEN))).outcome
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -255,13 +249,13 @@ async def test_tls_serves_a_token_caller_and_refuses_plaintext(
     async with _channel(port, trust) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         response = await stub.CancelJob(
-            _report(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN)
+            report_request(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN)
         )
         assert response.outcome == pb.OUTCOME_ACCEPTED
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plain:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await gateway_pb2_grpc.CancellationGatewayStub(plain).CancelJob(
-                _report(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN), timeout=5
+                report_request(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN), timeout=5
             )
         assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
 
@@ -273,11 +267,11 @@ async def test_mtls_names_the_caller_by_its_certificate(
     port = await _tls_gateway(start_gateway, kiiex_http.url, pki, mtls=True)
     async with _channel(port, pki.client("mm-desk.internal")) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-        response = await stub.CancelJob(_report(kiiex_sim.add_report()))
+        response = await stub.CancelJob(report_request(kiiex_sim.add_report()))
     assert response.outcome == pb.OUTCOME_ACCEPTED
     async with _channel(port, pki.client("stranger.internal")) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-        code, reason, _ = await _refused(stub.CancelJob(_report(kiiex_sim.add_report())))
+        code, reason, _ = await _refused(stub.CancelJob(report_request(kiiex_sim.add_report())))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
 
@@ -298,7 +292,7 @@ async def test_mtls_refuses_an_untrusted_expired_or_missing_certificate(
     async with _channel(port, credentials) as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.CancelJob(_report(kiiex_sim.add_report()), timeout=5)
+            await stub.CancelJob(report_request(kiiex_sim.add_report()), timeout=5)
     # The handshake itself fails: the call never reaches the gateway's code.
     assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
     assert sum(kiiex_sim.calls.values()) == 0
@@ -320,7 +314,7 @@ async def test_upstream_https_is_verified(
     async with LoopbackServer(kiiex_sim.app, tls=files) as https:
         stub, _ = await start_gateway(_config(https.url))
         response = await stub.CancelJob(
-            _report(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN)
+            report_request(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN)
         )
     assert (response.outcome, response.reason) == (
         pb.OUTCOME_FAILED,
@@ -338,7 +332,7 @@ async def test_upstream_redirects_are_not_followed(start_gateway: Callable[..., 
         async with LoopbackServer(redirect) as redirecting:
             stub, _ = await start_gateway(_config(redirecting.url))
             response = await stub.CancelJob(
-                _report("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"), metadata=_bearer(BOT_TOKEN)
+                report_request("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"), metadata=_bearer(BOT_TOKEN)
             )
     assert response.outcome == pb.OUTCOME_FAILED
     assert sum(elsewhere.calls.values()) == 0, "the credentials were not sent on"
@@ -368,7 +362,7 @@ async def test_a_certificate_is_named_by_its_sans_and_may_not_name_two_callers(
                         cert("x", "mm-desk.internal", "desk.internal")):  # fmt: skip
         async with _channel(port, credentials) as channel:
             stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-            outcomes.append(await _refused(stub.CancelJob(_report(kiiex_sim.add_report()))))
+            outcomes.append(await _refused(stub.CancelJob(report_request(kiiex_sim.add_report()))))
     # The CN counts only without SANs; here the SAN names nobody.
     assert outcomes[0][:2] == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
     assert outcomes[1][:2] == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")

@@ -28,6 +28,7 @@ from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from simulators.zuora import ZuoraSimulator
 from tests.conftest import kiiex_connection, make_config, zuora_connection
+from tests.grpc_helpers import report_request
 
 pb = gateway_pb2
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -76,12 +77,6 @@ async def start() -> AsyncIterator[Start]:
         await gateway.server.stop(grace=0.5)
 
 
-def _report(report_id: str, **fields: Any) -> pb.CancelJobRequest:
-    return pb.CancelJobRequest(
-        kiiex_user_report=pb.KiiexUserReport(user_report_id=report_id), **fields
-    )
-
-
 def _heard(traceparents: Any, name: str) -> list[tuple[str, str]]:
     """(trace id, parent span id) of each `name` request the simulator received."""
     found = []
@@ -103,7 +98,7 @@ async def test_the_callers_trace_reaches_the_upstream_through_each_span(
     gateway = await start(make_config({"kiiex-main": kiiex_connection(kiiex_http.url)}))
     report = kiiex_sim.add_report()
     response = await gateway.stub.CancelJob(
-        _report(report, wait_for_confirmation=True), metadata=(("traceparent", TRACEPARENT),)
+        report_request(report, wait_for_confirmation=True), metadata=(("traceparent", TRACEPARENT),)
     )
     assert response.outcome == pb.OUTCOME_CANCELED
     (server,) = gateway.named("cancellation.v1.CancellationGateway/CancelJob")
@@ -147,7 +142,7 @@ async def test_without_a_traceparent_the_gateway_starts_the_trace(
 ) -> None:
     gateway = await start(make_config({"kiiex-main": kiiex_connection(kiiex_http.url)}))
     garbage = (("traceparent", "00-not-a-trace-01"), ("tracestate", "x" * 600))
-    await gateway.stub.CancelJob(_report(kiiex_sim.add_report()), metadata=garbage)
+    await gateway.stub.CancelJob(report_request(kiiex_sim.add_report()), metadata=garbage)
     (server,) = gateway.named("cancellation.v1.CancellationGateway/CancelJob")
     assert server.parent is None  # a root: the garbage was not taken for a parent
     (trace_id, _), *_ = _heard(kiiex_sim.traceparents, "CancelUserReport")
@@ -161,13 +156,13 @@ async def test_tracing_off_still_passes_the_callers_context_on(
         make_config({"kiiex-main": kiiex_connection(kiiex_http.url)}), traced=False
     )
     await gateway.stub.CancelJob(
-        _report(kiiex_sim.add_report()), metadata=(("traceparent", TRACEPARENT),)
+        report_request(kiiex_sim.add_report()), metadata=(("traceparent", TRACEPARENT),)
     )
     # Nothing recorded, nothing invented: the upstream sees the caller's own span as parent.
     assert _heard(kiiex_sim.traceparents, "CancelUserReport") == [(TRACE_ID, CALLER_SPAN)]
     line = next(json.loads(x) for x in captured_logs.getvalue().splitlines() if "cancel_job" in x)
     assert line["trace_id"] == TRACE_ID
-    untraced = await gateway.stub.CancelJob(_report(kiiex_sim.add_report()))
+    untraced = await gateway.stub.CancelJob(report_request(kiiex_sim.add_report()))
     assert untraced.outcome == pb.OUTCOME_ACCEPTED
     assert kiiex_sim.traceparents[-1] == ("CancelUserReport", "")
 
@@ -181,9 +176,11 @@ async def test_failures_mark_spans_by_kind_never_by_text(
     }
     gateway = await start(make_config(connections))
     with pytest.raises(grpc.aio.AioRpcError) as invalid:
-        await gateway.stub.CancelJob(_report("nope"))
+        await gateway.stub.CancelJob(report_request("nope"))
     assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    down = await gateway.stub.CancelJob(_report(kiiex_sim.add_report(), connection="kiiex-down"))
+    down = await gateway.stub.CancelJob(
+        report_request(kiiex_sim.add_report(), connection="kiiex-down")
+    )
     assert down.outcome == pb.OUTCOME_FAILED
     servers = gateway.named("cancellation.v1.CancellationGateway/CancelJob")
     refused = next(s for s in servers if s.attributes["rpc.grpc.status_code"] == 3)
@@ -262,7 +259,7 @@ async def test_otlp_exports_the_calls_spans_to_the_collector(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
         await stub.CancelJob(
-            _report(kiiex_sim.add_report()), metadata=(("traceparent", TRACEPARENT),)
+            report_request(kiiex_sim.add_report()), metadata=(("traceparent", TRACEPARENT),)
         )
     await server.stop(grace=0.5)  # exports what is left before it returns
     spans = [
@@ -311,7 +308,9 @@ async def test_an_unreachable_collector_never_holds_up_a_call(
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-        calls = [stub.CancelJob(_report(kiiex_sim.add_report()), timeout=5) for _ in range(5)]
+        calls = [
+            stub.CancelJob(report_request(kiiex_sim.add_report()), timeout=5) for _ in range(5)
+        ]
         answers = await asyncio.gather(*calls)
     assert {a.outcome for a in answers} == {pb.OUTCOME_ACCEPTED}
     await server.stop(grace=0.5)
@@ -331,7 +330,9 @@ async def test_a_collector_that_never_answers_cannot_hold_up_the_stop(
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = gateway_pb2_grpc.CancellationGatewayStub(channel)
-        await asyncio.gather(*(stub.CancelJob(_report(kiiex_sim.add_report())) for _ in range(50)))
+        await asyncio.gather(
+            *(stub.CancelJob(report_request(kiiex_sim.add_report())) for _ in range(50))
+        )
     loop = asyncio.get_running_loop()
     started = loop.time()
     await server.stop(grace=0.5)

@@ -23,13 +23,12 @@ from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
-from tests.grpc_helpers import rich_error
+from tests.grpc_helpers import report_request, rich_error
 from tests.processes import (
     KIIEX_ENV,
     Served,
     kiiex_gateway_config,
     outcome,
-    report_request,
     serve,
     until,
 )
