@@ -40,7 +40,10 @@ async def test_sigterm_with_calls_in_flight_and_queued_cancels_none(
     tmp_path: Path, kiiex_http: LoopbackServer, kiiex_sim: KiiexSimulator
 ) -> None:
     kiiex_sim.cancel_settle_seconds = 3600.0  # confirmation would wait for ever: a drain cuts it
-    served = await serve(tmp_path, kiiex_gateway_config(kiiex_http.url), KIIEX_ENV)
+    # The answers are held from the 32nd cancel until after the signal: attempts far longer
+    # than that, so none times out into a (rightly) UNKNOWN envelope on a loaded machine.
+    config = kiiex_gateway_config(kiiex_http.url, grace=30, timeout_seconds=20)
+    served = await serve(tmp_path, config, KIIEX_ENV)
     reports = [kiiex_sim.add_report() for _ in range(240)]
     release = kiiex_sim.faults.hold(times=len(reports))
     async with grpc.aio.insecure_channel(served.target) as channel:
