@@ -79,10 +79,20 @@ class DrainAwareHealth(health.aio.HealthServicer):  # type: ignore[misc]
         return await super().Check(request, context)
 
 
+# What a call's metadata may take in all. grpc's own default refuses at random between a soft
+# limit (8 KiB) and a hard one (16 KiB): the same call would pass or fail by chance. One limit
+# makes it decided: up to this much is always served, more is always RESOURCE_EXHAUSTED.
+MAX_METADATA_BYTES = 16 * 1024
+
+
 def _grpc_server(*interceptors: grpc.aio.ServerInterceptor, shared: bool) -> grpc.aio.Server:
     # A port is shared only when `server.workers` asks for it: grpc would otherwise share a
     # port already in use by another program, silently.
-    options = [("grpc.so_reuseport", int(shared))]
+    options = [
+        ("grpc.so_reuseport", int(shared)),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ]
     return grpc.aio.server(interceptors=interceptors, options=options)
 
 

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from gateway.server import GatewayServer
+from gateway.server import MAX_METADATA_BYTES, GatewayServer
 from simulators.kiiex import KiiexSimulator
 from simulators.loopback import LoopbackServer
 from simulators.zuora import ZuoraSimulator
@@ -292,5 +292,22 @@ async def test_metadata_past_the_size_limit_is_refused(
     assert raised.value.code() in (
         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE
     )  # fmt: skip
+    kiiex, zuora, _, _ = upstreams
+    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+
+
+async def test_metadata_size_decides_the_answer_every_time(
+    stub: gateway_pb2_grpc.CancellationGatewayStub, upstreams: Upstreams
+) -> None:
+    """grpc's default refuses metadata between 8 and 16 KiB at random; the gateway has one
+    limit, so the same call gets the same answer: 12 KB of token is read (and is unknown),
+    more than MAX_METADATA_BYTES is refused by the transport every time."""
+    codes = []
+    for size in [12_000] * 20 + [MAX_METADATA_BYTES] * 5:
+        metadata = (("authorization", "Bearer " + "x" * size),)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CancelJob(report_request(GUID), metadata=metadata, timeout=10)
+        codes.append(raised.value.code())
+    assert codes == [UNAUTHENTICATED] * 20 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 5
     kiiex, zuora, _, _ = upstreams
     assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
