@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -30,7 +31,13 @@ class Served:
     """The process's stderr: its JSON log lines."""
 
     def log_lines(self) -> list[str]:
-        return self.log.read_text().splitlines()
+        """The lines written so far. Tests poll while the process writes: the text after
+        the last newline may be a line still being written, so it waits for the next read."""
+        return self.log.read_text().split("\n")[:-1]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records (grpc's own lines are plain text and left out)."""
+        return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
 
 
 def _files(folder: Path, config: str) -> tuple[Path, Path]:

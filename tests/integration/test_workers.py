@@ -10,7 +10,6 @@ simulator on loopback.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import urllib.request
@@ -68,10 +67,9 @@ async def _two_workers(
     return await serve(tmp_path, config, env, cwd=cwd)
 
 
-def _worker_pids(served: Served) -> set[int]:
-    """The processes that logged a CancelJob audit line."""
-    lines = [json.loads(line) for line in served.log_lines() if line.startswith("{")]
-    return {line["pid"] for line in lines if line["message"] == "cancel_job"}
+def _worker_pids(served: Served, message: str = "cancel_job") -> set[int]:
+    """The processes that logged `message` (by default a CancelJob audit line)."""
+    return {record["pid"] for record in served.records() if record["message"] == message}
 
 
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -145,7 +143,8 @@ async def test_sigterm_drains_every_worker(
     calls = asyncio.ensure_future(_calls(served.target, reports))
     await until(lambda: kiiex_sim.calls["CancelUserReport"] >= 2 * CHANNELS, "cancels in flight")
     served.process.send_signal(signal.SIGTERM)
-    await until(lambda: len(_draining(served)) == 2, "both workers began draining")
+    draining = "stopping: draining in-flight calls"
+    await until(lambda: len(_worker_pids(served, draining)) == 2, "both workers began draining")
     release.set()
     answers = await calls
     assert await asyncio.wait_for(served.process.wait(), 30) == 0
@@ -157,14 +156,6 @@ async def test_sigterm_drains_every_worker(
     }
     assert len(envelopes) >= kiiex_sim.calls["CancelUserReport"] >= 2 * CHANNELS
     assert {e.outcome for e in envelopes} == {pb.OUTCOME_ACCEPTED}
-
-
-def _draining(served: Served) -> set[int]:
-    """The workers that logged the start of their drain. Polled while they write: the text
-    after the last newline may be a line still being written, so it is left for next time."""
-    complete = served.log.read_text().split("\n")[:-1]
-    lines = [json.loads(line) for line in complete if line.startswith("{")]
-    return {line["pid"] for line in lines if line["message"].startswith("stopping: draining")}
 
 
 async def test_a_worker_dying_on_its_own_stops_the_supervisor_with_1(
