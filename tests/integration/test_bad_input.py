@@ -219,6 +219,11 @@ async def gateway(
     await server.stop(grace=0.5)
 
 
+def _assert_no_upstream_called(upstreams: Upstreams) -> None:
+    kiiex, zuora, _, _ = upstreams
+    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+
+
 @pytest.fixture
 def stub(
     gateway: tuple[gateway_pb2_grpc.CancellationGatewayStub, grpc.aio.Channel],
@@ -239,8 +244,7 @@ async def test_bad_input_gets_its_code_and_calls_nothing(
     assert (error.code, error.info.reason) == (code, reason)
     if field is not None:
         assert error.bad_fields == [field]
-    kiiex, zuora, _, _ = upstreams
-    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+    _assert_no_upstream_called(upstreams)
 
 
 async def test_the_corpus_is_large_enough() -> None:
@@ -266,8 +270,7 @@ async def test_undecodable_bytes_are_refused(
         await raw(RAW[name], metadata=BEARER, timeout=10)
     error = rich_error(raised.value)
     assert (error.code, error.info.reason) == (INVALID, "UNDECODABLE_REQUEST")
-    kiiex, zuora, _, _ = upstreams
-    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+    _assert_no_upstream_called(upstreams)
 
 
 async def test_a_message_past_the_size_limit_is_resource_exhausted(
@@ -277,8 +280,7 @@ async def test_a_message_past_the_size_limit_is_resource_exhausted(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CancelJob(report_request("a" * (5 << 20)), metadata=BEARER, timeout=10)
     assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    kiiex, zuora, _, _ = upstreams
-    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+    _assert_no_upstream_called(upstreams)
 
 
 async def test_metadata_past_the_size_limit_is_refused(
@@ -292,8 +294,7 @@ async def test_metadata_past_the_size_limit_is_refused(
     assert raised.value.code() in (
         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE
     )  # fmt: skip
-    kiiex, zuora, _, _ = upstreams
-    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+    _assert_no_upstream_called(upstreams)
 
 
 async def test_metadata_size_decides_the_answer_every_time(
@@ -309,5 +310,4 @@ async def test_metadata_size_decides_the_answer_every_time(
             await stub.CancelJob(report_request(GUID), metadata=metadata, timeout=10)
         codes.append(raised.value.code())
     assert codes == [UNAUTHENTICATED] * 20 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 5
-    kiiex, zuora, _, _ = upstreams
-    assert sum(kiiex.calls.values()) + sum(zuora.calls.values()) == 0
+    _assert_no_upstream_called(upstreams)
