@@ -15,7 +15,7 @@ BUF         := $(TOOLS_DIR)/node_modules/.bin/buf
 # Named after the version, so that bumping BUF_VERSION reinstalls.
 BUF_STAMP   := $(TOOLS_DIR)/.buf-$(BUF_VERSION)
 
-.PHONY: run test tools buf contract-release lint proto lock deploy-rules bench chaos readme clean
+.PHONY: run test tools buf contract-release lint proto lock deploy-rules bench chaos docs clean
 
 run: $(BIN)/.installed
 	$(BIN)/cancelgw sandbox
@@ -89,7 +89,7 @@ proto: $(BIN)/.installed
 
 # Every part in its own process: raw upstream, gateway, bare relay, direct client, and h2load
 # (Debian nghttp2-client) as the load generator; two workers need redis-server. Prints a
-# table and writes bench.json (README, Performance). BENCH_ARGS="--seconds 2" for a quick one.
+# table and writes bench.json (docs/PERFORMANCE.md). BENCH_ARGS="--seconds 2" for a quick one.
 bench: $(BIN)/.installed
 	@$(MAKE) --no-print-directory tools TOOLS="h2load:nghttp2-client redis-server:redis-server"
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
@@ -99,9 +99,11 @@ bench: $(BIN)/.installed
 chaos: $(BIN)/.installed
 	$(BIN)/python -m tests.chaos --calls 10000 --concurrency 16 $(CHAOS_ARGS)
 
-# Re-renders the README's normalization tables from the adapters' code tables.
-readme: $(BIN)/.installed
-	$(BIN)/cancelgw codes --write README.md
+# Re-renders the reference the docs hold of the code: the normalization tables from the
+# upstreams' code tables, the configuration keys from the config's sections
+# (tests/unit/test_docs.py compares).
+docs: $(BIN)/.installed
+	$(BIN)/cancelgw docs docs/STATUS_CODES.md docs/CONFIGURATION.md
 
 # The hashed pins: requirements.lock is what the image installs (runtime only),
 # requirements-dev.lock what the venv and so the tests install (runtime, dev, sandbox). The

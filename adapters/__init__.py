@@ -1,8 +1,4 @@
-"""The adapters, one module per upstream. Registering a new upstream is one line here."""
-
-from __future__ import annotations
-
-from adapters import kiiex, zuora
-from gateway.registry import Registry
-
-REGISTRY = Registry((kiiex.UPSTREAM, zuora.UPSTREAM))
+"""The edges that speak to upstreams: one package per upstream (`adapters.kiiex`, ...), the
+shared HTTP edge (`adapters.http`), the simulators' shared parts (`adapters.simulation`) and
+the list of installed upstreams (`adapters.installed`). Importing this package imports none
+of them."""

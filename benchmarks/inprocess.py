@@ -19,10 +19,10 @@ import httpx2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from adapters import REGISTRY
+from adapters.installed import REGISTRY
 from cancellation.v1 import gateway_pb2 as pb
+from gateway.app.serve import GatewayServer
 from gateway.config import Config, parse_config
-from gateway.server import GatewayServer
 from gateway.tracing import Tracing
 
 REPORT = "8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"
@@ -70,7 +70,7 @@ async def measure(calls: int) -> dict[str, float]:
                   "password_env": "P"},
         },
     }  # fmt: skip
-    config = parse_config(data, {"U": "bench", "P": "bench-password"}, REGISTRY.option_parsers)
+    config = parse_config(data, {"U": "bench", "P": "bench-password"}, REGISTRY.option_schemas)
     server = GatewayServer(config, transports={"k": httpx2.MockTransport(_upstream)})
     request = pb.CancelJobRequest(kiiex_user_report=pb.KiiexUserReport(user_report_id=REPORT))
     context: Any = _Context()

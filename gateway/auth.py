@@ -11,16 +11,74 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from gateway.config import CallerSettings
+from msgspec import Meta
+
 from gateway.errors import CallerNotPermitted, CallerRateLimited, Unauthenticated
 from gateway.resilience import Clock
+from gateway.schema import Section, about, invalid, settle
 
 ANONYMOUS = "anonymous"
 """The caller of a gateway that allows unauthenticated calls, when none is presented."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class CallerSettings(Section, frozen=True):
+    """One `[[callers]]` entry: who may call, how they prove it, what they may cancel."""
+
+    name: Annotated[
+        str, about("the caller's name in logs, metrics and errors (letters, digits, . _ -)")
+    ]
+    jobs: Annotated[
+        frozenset[str], about("the job kinds it may cancel (the `job` oneof member names)")
+    ]
+    token_sha256: Annotated[
+        str, about("SHA-256 (64 lower-case hex) of its bearer token; never the token")
+    ] = ""
+    cert_subject: Annotated[str, about("the CN or a SAN of its client certificate (with mTLS)")] = (
+        ""
+    )
+    connections: Annotated[
+        frozenset[str], about("connections it may use; empty: every connection of its jobs")
+    ] = frozenset()
+    rate_per_second: Annotated[
+        float, Meta(gt=0), about("its token bucket's rate (per gateway process)")
+    ] = 20.0
+    burst: Annotated[
+        int, Meta(ge=1), about("its token bucket's size", default="2 x `rate_per_second`")
+    ] = 0
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise invalid("name", "letters, digits, '.', '_', '-'; at most 64")
+        if self.name == ANONYMOUS:
+            raise invalid("name", "'anonymous' is the name of no-one in particular")
+        if self.token_sha256 and not _SHA256.fullmatch(self.token_sha256):
+            raise invalid(
+                "token_sha256",
+                "the SHA-256 of the token, as 64 lower-case hex characters (never the token "
+                "itself)",
+            )
+        subject = self.cert_subject
+        if subject and (":" in subject.partition("@")[0] or not subject.isprintable()):
+            raise invalid(
+                "cert_subject",
+                "the name itself (a DNS name, or an e-mail address), no type prefix, "
+                f"got {subject!r}",
+            )
+        if not self.token_sha256 and not subject:
+            raise invalid("token_sha256", "give token_sha256 or cert_subject")
+        if not self.jobs:
+            raise invalid("jobs", "list the job kinds the caller may cancel")
+        if self.burst == 0:  # not given
+            settle(self, "burst", max(1, round(2 * self.rate_per_second)))
 
 
 class TokenBucket:

@@ -1,8 +1,8 @@
 """Gateway-side failures: the only things that end a CancelJob with a non-OK gRPC status.
 
 Whatever the upstream decided or failed at is an envelope, not one of these. The core raises
-them; `gateway.service` maps each class to a gRPC status code and an ErrorInfo reason in one
-table, so this module stays free of grpc.
+them; `STATUS` below is the one table from each class to the gRPC status code (by name, so
+this module stays free of grpc) and the ErrorInfo reason a client sees.
 
     GatewayError
     ├── InvalidArgument              a request field is malformed (each violation names it)
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,32 @@ class CallerRateLimited(GatewayError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Status(NamedTuple):
+    code: str
+    """A gRPC status code's name (`INVALID_ARGUMENT`)."""
+    reason: str
+    """The ErrorInfo reason: a contract with the clients that switch on it."""
+
+
+STATUS: Mapping[type[GatewayError], Status] = {
+    InvalidArgument: Status("INVALID_ARGUMENT", "INVALID_ARGUMENT"),
+    UnknownConnection: Status("FAILED_PRECONDITION", "UNKNOWN_CONNECTION"),
+    JobKindNotImplemented: Status("UNIMPLEMENTED", "JOB_KIND_NOT_IMPLEMENTED"),
+    DeadlineExceeded: Status("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"),
+    UndecodableRequest: Status("INVALID_ARGUMENT", "UNDECODABLE_REQUEST"),
+    IdempotencyKeyReused: Status("INVALID_ARGUMENT", "IDEMPOTENCY_KEY_REUSED"),
+    IdempotencyKeyInProgress: Status("ABORTED", "IDEMPOTENCY_KEY_IN_PROGRESS"),
+    IdempotencyStoreUnavailable: Status("UNAVAILABLE", "IDEMPOTENCY_STORE_UNAVAILABLE"),
+    ShuttingDown: Status("UNAVAILABLE", "SHUTTING_DOWN"),
+    Unauthenticated: Status("UNAUTHENTICATED", "UNAUTHENTICATED"),
+    CallerNotPermitted: Status("PERMISSION_DENIED", "CALLER_NOT_PERMITTED"),
+    CallerRateLimited: Status("RESOURCE_EXHAUSTED", "CALLER_RATE_LIMITED"),
+}
+_INTERNAL = Status("INTERNAL", "INTERNAL")
+
+
+def status_of(error: GatewayError) -> Status:
+    """The status of the error's class, or of the nearest class above it in the table."""
+    return next((STATUS[c] for c in type(error).__mro__ if c in STATUS), _INTERNAL)

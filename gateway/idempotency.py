@@ -10,9 +10,9 @@ process running it, every attempt so far and, once final, the envelope:
              again, knowing that
     done     the envelope is final: the same request gets it again, `replayed` set
 
-Stores (`stores.memory`, `stores.redis`) implement `IdempotencyStore`; leases run on the
-store's own clock, so replicas never compare clocks. Records are JSON, so a record written by
-one gateway version is read by the next.
+Stores (`gateway.stores.memory`, `gateway.stores.redis`) implement `IdempotencyStore`; leases
+run on the store's own clock, so replicas never compare clocks. Records are JSON, so a record
+written by one gateway version is read by the next.
 """
 
 from __future__ import annotations
@@ -25,11 +25,45 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
+
+from msgspec import field
 
 from gateway.errors import IdempotencyKeyInProgress, IdempotencyStoreUnavailable
 from gateway.jobs import CancelRequest, job_values
 from gateway.model import Attempt, CancelResult, Delivery, LegResult, Outcome, Reason
+from gateway.schema import Seconds, Section, about, choice
+
+STORES = ("memory", "redis")
+
+
+class IdempotencySettings(Section, frozen=True):
+    """The `[idempotency]` section."""
+
+    derived: ClassVar[frozenset[str]] = frozenset({"redis_url"})
+
+    store: Annotated[str, about("`memory` (one process) or `redis` (shared by replicas)")] = (
+        "memory"
+    )
+    redis_url_env: Annotated[
+        str,
+        about("environment variable holding the Redis URL (`redis://`, `rediss://`, `unix://`)"),
+    ] = "CANCELGW_REDIS_URL"
+    ttl: Annotated[Seconds, about("how long a key's record is kept after its last write")] = field(
+        default=86400.0, name="ttl_seconds"
+    )
+    lease: Annotated[
+        Seconds,
+        about(
+            "a running call renews its lease every third of this; a dead one's key is free after it"
+        ),
+    ] = field(default=6.0, name="lease_seconds")
+    redis_url: str = ""
+    """Read from `redis_url_env` when the store is Redis."""
+
+    def __post_init__(self) -> None:
+        choice("store", self.store, STORES)
+
 
 RUNNING, OPEN, DONE = "running", "open", "done"
 ClaimStatus = Literal["new", "replay", "resume", "busy", "mismatch"]

@@ -1,6 +1,8 @@
-"""The jobs a caller can cancel, as validated, typed values.
+"""The jobs a caller can cancel, as validated, typed values: what every job kind declares,
+and the validated CancelJob call itself. The kinds themselves live in their upstream's
+package (`adapters.<upstream>.jobs`).
 
-Each job kind is registered once, here as a class: it declares its upstream, the upstream
+Each job kind is registered once, as a class: it declares its upstream, the upstream
 operation, the `CancelJobRequest.job` oneof member it arrives in (`proto_field`), its legs
 and its CLI subcommand. The edges derive everything else from that: the servicer converts
 the proto message field by field, the CLI builds its subcommands, the sandbox prints its
@@ -17,13 +19,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from gateway.errors import FieldViolation, InvalidArgument
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_REPORT_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _FLAG = "cli_flag"
 CLI_FLAG = {_FLAG: True}
 
@@ -90,12 +90,14 @@ def summary(kind: type[JobKind]) -> str:
     return (kind.__doc__ or kind.__name__).strip().splitlines()[0]
 
 
-def _raise_if(violations: list[FieldViolation]) -> None:
+def raise_if(violations: list[FieldViolation]) -> None:
+    """Refuses a job with every violation at once, so a caller fixes them in one go."""
     if violations:
         raise InvalidArgument(violations)
 
 
-def _positive(field: str, value: int | None, required: bool = True) -> list[FieldViolation]:
+def positive(field: str, value: int | None, required: bool = True) -> list[FieldViolation]:
+    """A positive integer id (proto3 leaves an unset one 0)."""
     if value is None:
         return [FieldViolation(field, "is required")] if required else []
     if value <= 0:
@@ -103,80 +105,11 @@ def _positive(field: str, value: int | None, required: bool = True) -> list[Fiel
     return []
 
 
-def _matching(field: str, value: str, pattern: re.Pattern[str], shape: str) -> list[FieldViolation]:
+def matching(field: str, value: str, pattern: re.Pattern[str], shape: str) -> list[FieldViolation]:
+    """A text id of a fixed shape; the message quotes at most 64 characters of it."""
     if pattern.fullmatch(value):
         return []
     return [FieldViolation(field, f"must be {shape}, got {value[:64]!r}")]
-
-
-@dataclass(frozen=True)
-class KiiexUserReport(JobKind):
-    """KIIEX CancelUserReport: a scheduled report, by its GUID (kept lower-case)."""
-
-    upstream: ClassVar[str] = "kiiex"
-    operation: ClassVar[str] = "CancelUserReport"
-    proto_field: ClassVar[str] = "kiiex_user_report"
-    legs: ClassVar[tuple[str, ...]] = ("report",)
-    cli_name: ClassVar[str] = "kiiex-report"
-    user_report_id: str
-
-    def __post_init__(self) -> None:
-        _raise_if(
-            _matching(
-                "user_report_id",
-                self.user_report_id,
-                _GUID,
-                "a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
-            )
-        )
-        object.__setattr__(self, "user_report_id", self.user_report_id.lower())
-
-
-@dataclass(frozen=True)
-class KiiexQuote(JobKind):
-    """KIIEX CancelQuote: both legs of a quote; absent account/instrument use KIIEX defaults."""
-
-    upstream: ClassVar[str] = "kiiex"
-    operation: ClassVar[str] = "CancelQuote"
-    proto_field: ClassVar[str] = "kiiex_quote"
-    legs: ClassVar[tuple[str, ...]] = ("bid", "ask")
-    cli_name: ClassVar[str] = "kiiex-quote"
-    oms_id: int = field(metadata=CLI_FLAG)
-    bid_quote_id: int
-    ask_quote_id: int
-    account_id: int | None = None
-    instrument_id: int | None = None
-
-    def __post_init__(self) -> None:
-        _raise_if(
-            [
-                *_positive("oms_id", self.oms_id),
-                *_positive("account_id", self.account_id, required=False),
-                *_positive("instrument_id", self.instrument_id, required=False),
-                *_positive("bid_quote_id", self.bid_quote_id),
-                *_positive("ask_quote_id", self.ask_quote_id),
-            ]
-        )
-
-
-@dataclass(frozen=True)
-class ZuoraReportRun(JobKind):
-    """Zuora Reporting API: cancel one report run, by its 32-hex id."""
-
-    upstream: ClassVar[str] = "zuora"
-    operation: ClassVar[str] = "DeleteReportRun"
-    proto_field: ClassVar[str] = "zuora_report_run"
-    legs: ClassVar[tuple[str, ...]] = ("report_run",)
-    cli_name: ClassVar[str] = "zuora-run"
-    report_run_id: str
-
-    def __post_init__(self) -> None:
-        # Strict on purpose: the id lands in a URL path, so nothing else may pass.
-        _raise_if(
-            _matching(
-                "report_run_id", self.report_run_id, _REPORT_RUN_ID, "32 lower-case hex characters"
-            )
-        )
 
 
 _MAX_CONNECTION = 128
@@ -197,7 +130,7 @@ class CancelRequest:
 
     def __post_init__(self) -> None:
         # Both end up in messages, logs and store keys: bounded and printable.
-        _raise_if(
+        raise_if(
             [
                 *_short_printable("connection", self.connection, _MAX_CONNECTION),
                 *_short_printable("idempotency_key", self.idempotency_key, _MAX_IDEMPOTENCY_KEY),

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, on stderr, for log shippers to parse.
+"""Structured logs: one JSON object per line, on stderr, for log shippers to parse; the one
+line of each call (`call_line`); and a throttle for warnings that could flood.
 
 A record's `extra={...}` fields become top-level keys next to `ts`, `level`, `logger`, `message` and
 `pid`, and, inside a traced call, `trace_id` and `span_id` (W3C hex: the caller's trace id when it
@@ -9,12 +10,19 @@ library quoted in an exception, no configured secret or issued token gets out.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
+import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from gateway import tracing
+from gateway.metrics import label
+from gateway.model import CancelResult
 from gateway.secrets import SECRETS, SecretBook
 from gateway.tracing import trace_ids
 
@@ -70,3 +78,65 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     # debugging wants them too.
     debugging = root.level <= logging.DEBUG
     logging.getLogger("httpx2").setLevel(logging.DEBUG if debugging else logging.WARNING)
+
+
+@contextlib.contextmanager
+def call_line(
+    logger: logging.Logger,
+    line: dict[str, object],
+    *,
+    answered: tuple[type[BaseException], ...],
+    traced: Iterable[str],
+) -> Iterator[dict[str, object]]:
+    """The one log line of a call: the call fills `line` in, and it is written however the
+    call ends. `answered`: exceptions that end a call already answered and in the line (an
+    abort with its status); a cancelled call is CANCELLED; anything else is a bug, written
+    as UNKNOWN with its traceback. The server span repeats the `traced` keys."""
+    started = time.monotonic()
+    failure: Exception | None = None
+    try:
+        yield line
+    except asyncio.CancelledError:
+        line["grpc_code"] = "CANCELLED"  # the caller went away, or its deadline passed
+        raise
+    except answered:
+        raise
+    except Exception as error:
+        line["grpc_code"], failure = "UNKNOWN", error
+        raise
+    finally:
+        line["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+        tracing.note(lambda: {key: line[key] for key in traced if key in line})
+        level = logging.ERROR if failure else logging.INFO
+        logger.log(level, "cancel_job", extra=line, exc_info=failure)
+
+
+def envelope_fields(result: CancelResult) -> dict[str, object]:
+    """What the log line says of an envelope; the upstream's body stays out of logs."""
+    return {
+        "upstream": result.upstream,
+        "operation": result.operation,
+        "outcome": label(result.outcome),
+        "reason": label(result.reason),
+        "retryable": result.retryable,
+        "attempts": result.attempts,
+        "upstream_latency_ms": round(result.upstream_latency * 1000, 1),
+        "detail": result.message,
+    }
+
+
+class EveryFewSeconds:
+    """Lets a warning through at most once per `seconds`, counting what it held back."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._next = 0.0
+        self.held_back = 0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.held_back += 1
+            return False
+        self._next = now + self._seconds
+        return True

@@ -4,7 +4,7 @@
    concurrent duplicate, refuses a reused key);
 2. a key resumed after an attempt that may have landed reads the job first, and does not
    cancel again unless the read shows the job still running;
-3. attempts within the deadline (`retry_target`), each written to the ledger before it is
+3. attempts within the deadline (`resilience.retry_target`), each written to the ledger before it is
    sent and after it is answered;
 4. the answer read in the light of every attempt (`outcomes.reconcile`), confirmation
    through the read API when asked, and the envelope;
@@ -20,11 +20,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 
 from gateway import tracing
-from gateway.config import IdempotencySettings
 from gateway.drain import Drain
 from gateway.errors import (
     DeadlineExceeded,
@@ -33,7 +32,15 @@ from gateway.errors import (
     IdempotencyStoreUnavailable,
     ShuttingDown,
 )
-from gateway.idempotency import Claim, IdempotencyStore, Ledger, StoreError, fingerprint, record_key
+from gateway.idempotency import (
+    Claim,
+    IdempotencySettings,
+    IdempotencyStore,
+    Ledger,
+    StoreError,
+    fingerprint,
+    record_key,
+)
 from gateway.jobs import CancelRequest, JobKind
 from gateway.metrics import Metrics
 from gateway.model import Attempt, CancelResult, Delivery, LegResult, Outcome, Reason, UpstreamReply
@@ -47,48 +54,19 @@ from gateway.outcomes import (
     reconcile,
     unknown,
 )
-from gateway.resilience import Deadline, Permit, backoff_delays, is_outage, worth_retrying
+from gateway.resilience import (
+    Deadline,
+    Permit,
+    backoff_delays,
+    is_outage,
+    retry_target,
+    worth_retrying,
+)
 from gateway.router import Route
 from gateway.secrets import SECRETS, SecretBook, scrubbed, scrubbed_legs
 from gateway.upstream import ConfirmState, LegCheck, observing
 
-Pause = Callable[[float], Awaitable[bool]]
-"""Sleeps; False when the caller should not go on (the gateway is draining)."""
-
 _DEFAULT_IDEMPOTENCY = IdempotencySettings()
-
-
-async def retry_target(
-    attempt: Callable[[int], Awaitable[UpstreamReply | None]],
-    *,
-    predicate: Callable[[UpstreamReply], bool],
-    delays: Iterable[float],
-    deadline: Deadline,
-    pause: Pause,
-) -> UpstreamReply | None:
-    """Makes attempt 1, 2, ... while `predicate` says the reply is worth another one.
-
-    Shaped like python-api-core's `retry_target`, but it judges replies, not exceptions:
-    an upstream's refusal is an answer here. Between attempts it waits the next of `delays`
-    (the upstream's Retry-After when that is longer) and stops when `delays` runs out, the
-    wait would pass the deadline, or `pause` says stop. An attempt that returns None could
-    not be made (breaker open, shutting down): the last real reply, if any, stands.
-    """
-    reply: UpstreamReply | None = None
-    pauses = iter(delays)
-    number = 0
-    while True:
-        number += 1
-        latest = await attempt(number)
-        if latest is None:
-            return reply
-        reply = latest
-        wait = next(pauses, None)
-        if wait is None or not predicate(reply):
-            return reply
-        wait = max(wait, reply.retry_after or 0.0)
-        if wait >= deadline.remaining() or not await pause(wait):
-            return reply
 
 
 @dataclass
@@ -235,13 +213,14 @@ class Pipeline:
     async def _attempt(self, call: _Call) -> UpstreamReply | None:
         """One upstream cancel, or None when it may not be made (breaker, drain)."""
         job, settings = call.job, call.route.settings
-        doing = f"{job.operation} attempt {call.attempts + 1}"
+        # Numbered as the key's ledger numbers it: a resumed key goes on from its history.
+        number = len(call.history) + 1
+        doing = f"{job.operation} attempt {number}"
         async with guarded(call.route, call.deadline, doing, self._drain) as permit:
             if permit is None:
                 return None
             # The budget is taken after the bulkhead wait, which may have used some of it.
             timeout = call.deadline.budget(settings.timeout, doing)
-            number = len(call.history) + 1
             pending = Attempt(number, Delivery.NO_ANSWER, request_id=call.request.request_id)
             await call.ledger.sending([*call.history, pending])
             call.attempts += 1

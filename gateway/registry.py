@@ -2,15 +2,15 @@
 
 Built by the composition root from the adapter modules' `Upstream` records; everything that
 varies by job kind (proto conversion, CLI subcommands, sandbox examples, start-up metric
-series, the README's code tables) reads it from here instead of naming the kinds.
+series, the code tables in docs/STATUS_CODES.md) reads it from here instead of naming the kinds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from gateway.config import OptionsParser
 from gateway.jobs import JobKind
+from gateway.schema import Section
 from gateway.upstream import Upstream
 
 
@@ -23,11 +23,12 @@ class Registry:
             raise ValueError("two job kinds claim the same proto field")
 
     @property
-    def option_parsers(self) -> Mapping[str, OptionsParser]:
-        return {name: u.parse_options for name, u in self.upstreams.items()}
+    def option_schemas(self) -> Mapping[str, type[Section]]:
+        return {name: u.options for name, u in self.upstreams.items()}
 
     def code_tables_markdown(self) -> str:
-        """The normalization reference for the README: a side-by-side summary, then each table."""
+        """The normalization reference (docs/STATUS_CODES.md): a side-by-side summary, then
+        each table."""
         tables = {name: u.codes for name, u in self.upstreams.items()}
         verdicts = sorted(
             {

@@ -1,6 +1,7 @@
-"""Pure policies for calling upstreams: deadline budget, backoff with jitter, retry decision,
-the bulkhead that bounds in-flight calls per connection, and the circuit breaker that stops
-calling an upstream that keeps failing. No network in here."""
+"""Pure policies for calling upstreams: deadline budget, backoff with jitter, the retry
+decision and loop (`retry_target`), the bulkhead that bounds in-flight calls per connection,
+and the circuit breaker that stops calling an upstream that keeps failing. No network in
+here."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import enum
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from gateway.config import BreakerSettings, RetrySettings
+from gateway.connection import BreakerSettings, RetrySettings
 from gateway.errors import DeadlineExceeded
 from gateway.model import Reason, UpstreamReply
 
 Clock = Callable[[], float]
+Pause = Callable[[float], Awaitable[bool]]
+"""Sleeps; False when the caller should not go on (the gateway is draining)."""
 
 
 # Kept off the caller's deadline so the gateway answers (an envelope or DEADLINE_EXCEEDED
@@ -72,6 +75,39 @@ def worth_retrying(reply: UpstreamReply, settings: RetrySettings) -> bool:
     if reply.retry_after is not None and reply.retry_after > settings.backoff_max:
         return False
     return bool(reply.legs) and all(not leg.succeeded and leg.retryable for leg in reply.legs)
+
+
+async def retry_target(
+    attempt: Callable[[int], Awaitable[UpstreamReply | None]],
+    *,
+    predicate: Callable[[UpstreamReply], bool],
+    delays: Iterable[float],
+    deadline: Deadline,
+    pause: Pause,
+) -> UpstreamReply | None:
+    """Makes attempt 1, 2, ... while `predicate` says the reply is worth another one.
+
+    Shaped like python-api-core's `retry_target`, but it judges replies, not exceptions:
+    an upstream's refusal is an answer here. Between attempts it waits the next of `delays`
+    (the upstream's Retry-After when that is longer) and stops when `delays` runs out, the
+    wait would pass the deadline, or `pause` says stop. An attempt that returns None could
+    not be made (breaker open, shutting down): the last real reply, if any, stands.
+    """
+    reply: UpstreamReply | None = None
+    pauses = iter(delays)
+    number = 0
+    while True:
+        number += 1
+        latest = await attempt(number)
+        if latest is None:
+            return reply
+        reply = latest
+        wait = next(pauses, None)
+        if wait is None or not predicate(reply):
+            return reply
+        wait = max(wait, reply.retry_after or 0.0)
+        if wait >= deadline.remaining() or not await pause(wait):
+            return reply
 
 
 class Bulkhead:

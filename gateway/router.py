@@ -8,7 +8,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import Config, ConnectionSettings
+from gateway.config import Config
+from gateway.connection import ConnectionSettings
 from gateway.errors import UnknownConnection
 from gateway.jobs import JobKind
 from gateway.metrics import ConnectionMetrics, Metrics

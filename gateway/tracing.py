@@ -19,14 +19,49 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import NAME, VERSION
-from gateway.config import TracingSettings
+from gateway.schema import Fraction, Section, about, choice, invalid, url
+
+EXPORTERS = ("off", "console", "otlp")
+
+
+class TracingSettings(Section, frozen=True):
+    """The `[tracing]` section."""
+
+    exporter: Annotated[
+        str,
+        about(
+            "`off`, `console` (spans as JSON on stdout) or `otlp` (OTLP/HTTP to `endpoint`); "
+            "off, a caller's `traceparent` is still passed on to the upstreams"
+        ),
+    ] = "off"
+    endpoint: Annotated[
+        str,
+        about("the collector's traces URL, e.g. http://collector:4318/v1/traces (`otlp` only)"),
+    ] = ""
+    service_name: Annotated[str, about("the `service.name` resource attribute")] = (
+        "cancellation-gateway"
+    )
+    sample_ratio: Annotated[
+        Fraction,
+        about("of the traces the gateway starts itself, the share kept; a caller's flag rules"),
+    ] = 1.0
+
+    def __post_init__(self) -> None:
+        choice("exporter", self.exporter, EXPORTERS)
+        if self.exporter == "otlp":
+            if not self.endpoint:
+                raise invalid("endpoint", "is required")
+            url("endpoint", self.endpoint)
+        elif self.endpoint:
+            raise invalid("endpoint", 'only used with exporter = "otlp"')
+
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.config import ConnectionSettings, OptionsParser
+from gateway.connection import ConnectionSettings
 from gateway.jobs import JobKind
 from gateway.model import UpstreamReply, Verdict
+from gateway.schema import Section
 
 CodeTable = Mapping[str, Verdict]
 """Upstream signal (errorcode, `HTTP 404`, reason category, ...) -> normalized verdict."""
@@ -78,10 +79,14 @@ class Upstream:
     name: str
     jobs: tuple[type[JobKind], ...]
     codes: CodeTable
-    parse_options: OptionsParser
+    options: type[Section]
+    """The connection keys only this upstream reads; a connection's `options` is one."""
     connect: Connector
+    secret_fields: frozenset[str] = frozenset()
+    """Body fields whose values are credentials: redacted from what the gateway passes on
+    (listed in docs/SECURITY.md)."""
     sandbox: str = ""
-    """`module:attribute` of the simulator's `simulators.SandboxUpstream`, loaded only by
+    """`module:attribute` of the simulator's `adapters.simulation.SandboxUpstream`, loaded only by
     `cancelgw sandbox`, so production never imports a simulator."""
 
 

@@ -38,12 +38,12 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from adapters.kiiex.simulator import CANCELED, KiiexSimulator
+from adapters.simulation.faults import Fault, FaultQueue
+from adapters.simulation.loopback import LoopbackServer
+from adapters.zuora.simulator import ZuoraSimulator
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from simulators.faults import Fault, FaultQueue
-from simulators.kiiex import CANCELED, KiiexSimulator
-from simulators.loopback import LoopbackServer
-from simulators.zuora import ZuoraSimulator
 from tests.processes import Served, serve
 
 GATEWAY_TIMEOUT = 0.5  # seconds per upstream attempt: held answers outlast it

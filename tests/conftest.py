@@ -13,14 +13,14 @@ import grpc
 import httpx2
 import pytest
 
-from adapters import REGISTRY
+from adapters.installed import REGISTRY
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation import ManualClock
+from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2_grpc
+from gateway.app.serve import GatewayServer
 from gateway.config import Config, parse_config
 from gateway.logs import JsonFormatter
-from gateway.server import GatewayServer
-from simulators import ManualClock
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
 from tests.redis_server import RedisServer
 
 KIIEX_ENV = {
@@ -77,7 +77,7 @@ def make_config(
         **sections.pop("server", {}),
     }
     data = {"server": server, "connections": dict(connections), **sections}
-    return parse_config(data, environ, REGISTRY.option_parsers)
+    return parse_config(data, environ, REGISTRY.option_schemas)
 
 
 @pytest.fixture

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import tomllib
 
-from tests.deploy.tools import DEPLOY, DOCKERFILE, REPO, copied, dockerfile_stages, runs
+from tests.deploy.tools import (
+    DEPLOY,
+    DOCKERFILE,
+    REPO,
+    copied,
+    dockerfile_stages,
+    in_build_context,
+    runs,
+)
 
 
-def test_the_build_stage_copies_every_package_but_the_simulators() -> None:
+def test_the_build_stage_copies_every_package() -> None:
     build, _ = dockerfile_stages()
     find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = {pattern.rstrip("*") for pattern in find["packages"]["find"]["include"]}
-    assert "simulators" in packages  # pip install . still ships them (the sandbox extra)
-    assert copied(build) == (packages - {"simulators"}) | {"pyproject.toml", "README.md"}
+    assert packages == {"gateway", "adapters", "cancellation"}
+    assert copied(build) == packages | {"pyproject.toml", "README.md"}
 
 
 def test_the_context_holds_only_what_the_dockerfile_copies() -> None:
@@ -24,7 +32,14 @@ def test_the_context_holds_only_what_the_dockerfile_copies() -> None:
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     build, runtime = dockerfile_stages()
     assert allowed == copied(build) | copied(runtime)
-    assert "simulators" not in allowed
+    simulators = [
+        *(REPO / "adapters" / "simulation").rglob("*.py"),
+        *(REPO / "adapters").glob("*/simulator.py"),
+    ]
+    assert len(simulators) >= 4  # pip install . still ships them (the sandbox extra)
+    for path in simulators:
+        assert not in_build_context(str(path.relative_to(REPO))), path
+    assert in_build_context("adapters/http/_send.py")
 
 
 def test_the_runtime_installs_the_lock_with_hashes_then_the_wheel_alone() -> None:

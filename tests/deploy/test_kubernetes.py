@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 
-from adapters import REGISTRY
+from adapters.installed import REGISTRY
 from gateway.config import Config, parse_config, with_overrides
-from gateway.server import SERVICE_NAME
+from gateway.rpc.server import SERVICE_NAME
 from tests.deploy.tools import ALERTS, DEPLOY, REPO, kustomize, yaml_documents
 
 K8S = DEPLOY / "k8s"
@@ -123,7 +123,7 @@ def _config(overlay: str) -> Config:
         blob.write_to_path(str(made))
         tls[key] = str(made)
     environ = {**dummy, **k8s.plain_env()}
-    return parse_config(with_overrides(data, environ), environ, REGISTRY.option_parsers,
+    return parse_config(with_overrides(data, environ), environ, REGISTRY.option_schemas,
                         REGISTRY.job_kinds)  # fmt: skip
 
 

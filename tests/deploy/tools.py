@@ -3,6 +3,7 @@ metric names a PromQL expression reads, and what deploy/Dockerfile does."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shlex
@@ -120,3 +121,17 @@ def runs(stage: list[tuple[str, str]]) -> list[list[str]]:
         if instruction == "RUN"
         for command in arguments.split("&&")
     ]
+
+
+def in_build_context(name: str) -> bool:
+    """Whether deploy/Dockerfile.dockerignore lets a repository path into the build context:
+    the last pattern that matches the path, or a folder above it, decides (as BuildKit)."""
+    admitted = True
+    for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pattern = line.removeprefix("!").rstrip("/")
+        parts = name.split("/")
+        if any(fnmatch.fnmatchcase("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1)):
+            admitted = line.startswith("!")
+    return admitted

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from gateway.sandbox import Sandbox, sandbox
+from gateway.app.sandbox import Sandbox, sandbox
 from tests.grpc_helpers import rich_error
 
 Stub = gateway_pb2_grpc.CancellationGatewayStub

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from adapters.http import MAX_RESPONSE_BYTES
-from adapters.kiiex import KiiexAdapter
-from gateway.jobs import KiiexUserReport
+from adapters.kiiex import KiiexAdapter, KiiexUserReport
+from adapters.simulation.loopback import LoopbackServer
 from gateway.model import Delivery, Outcome, Reason
-from simulators.loopback import LoopbackServer
 from tests.conftest import kiiex_connection, make_config
 
 REPORT = KiiexUserReport("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30")

@@ -11,12 +11,13 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
+from adapters.zuora.simulator import ZuoraSimulator
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from gateway.server import MAX_METADATA_BYTES, GatewayServer
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
-from simulators.zuora import ZuoraSimulator
+from gateway.app.serve import GatewayServer
+from gateway.rpc.server import MAX_METADATA_BYTES
 from tests.conftest import kiiex_connection, make_config, zuora_connection
 from tests.grpc_helpers import report_request, rich_error
 
@@ -244,6 +245,18 @@ async def test_bad_input_gets_its_code_and_calls_nothing(
     assert (error.code, error.info.reason) == (code, reason)
     if field is not None:
         assert error.bad_fields == [field]
+    _assert_no_upstream_called(upstreams)
+
+
+async def test_a_quote_whose_legs_are_one_order_is_refused_naming_both(
+    stub: gateway_pb2_grpc.CancellationGatewayStub, upstreams: Upstreams
+) -> None:
+    """One order as both legs would be cancelled twice, each answer claiming the other leg."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.CancelJob(_quote(bid_quote_id=12), metadata=BEARER, timeout=10)
+    error = rich_error(raised.value)
+    assert (error.code, error.info.reason) == (INVALID, "INVALID_ARGUMENT")
+    assert error.bad_fields == ["kiiex_quote.bid_quote_id", "kiiex_quote.ask_quote_id"]
     _assert_no_upstream_called(upstreams)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
 from gateway import VERSION
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
 from tests.processes import serve
 
 CANCELGW = str(Path(sys.executable).parent / "cancelgw")

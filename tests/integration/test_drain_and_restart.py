@@ -19,10 +19,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
 from tests.grpc_helpers import report_request, rich_error
 from tests.processes import (
     BOUND,

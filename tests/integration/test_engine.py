@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.zuora import ZuoraAdapter
-from gateway.jobs import ZuoraReportRun
+from adapters.zuora import ZuoraAdapter, ZuoraReportRun
 from gateway.model import Delivery
 from tests.conftest import make_config, zuora_connection
 

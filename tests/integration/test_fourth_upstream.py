@@ -1,48 +1,79 @@
-"""A fourth upstream is a proto oneof member + one job class + one adapter module + one
-simulator + one registration line: registered from a test, it cancels through the real gRPC
-server, the CLI and the sandbox, and nothing in gateway/ or adapters/ names it.
-
-The proto member: the test copies the contract, adds `TicketingJob ticketing_job = 4` to the
-`job` oneof, generates stubs from that copy into a temporary folder and runs the gateway in a
-child process that imports those stubs instead of the shipped ones (one process cannot hold
-two `cancellation.v1` descriptors)."""
+"""A fourth upstream is one package + one line (docs/ADDING_AN_UPSTREAM.md), proved on a
+scratch checkout: the package in `tests/integration/fourth_upstream/ticketing/` goes to
+`adapters/ticketing/`, its name to `adapters/installed.py`, a `ticketing_job` member to the
+contract (and so the stubs), and nothing else changes; it then cancels through the real gRPC
+server, the CLI and the sandbox. And in the real tree, an upstream is named only where the
+claim allows: its package, the composition root's line, the contract, docs, tests, deploy
+examples and dashboards."""
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PROTO = ROOT / "protos" / "cancellation" / "v1" / "gateway.proto"
+from tests.checkout import ROOT, tracked_copy, tracked_files
+
+FIXTURE = ROOT / "tests" / "integration" / "fourth_upstream" / "ticketing"
+FIXTURE_MODULE = "tests.integration.fourth_upstream.ticketing"
+PROTO = Path("protos") / "cancellation" / "v1" / "gateway.proto"
 ONEOF_END = "    ZuoraReportRun zuora_report_run = 3;\n"
 MEMBER = "    TicketingJob ticketing_job = 4;\n"
 MESSAGE = "\nmessage TicketingJob {\n  string ticket_id = 1;\n  optional int32 priority = 2;\n}\n"
+INSTALLED = Path("adapters") / "installed.py"
 
 
-def _stubs_with_a_fourth_member(folder: Path) -> None:
-    proto = PROTO.read_text()
-    assert ONEOF_END in proto
-    patched = folder / "protos" / "cancellation" / "v1" / "gateway.proto"
-    patched.parent.mkdir(parents=True)
-    patched.write_text(proto.replace(ONEOF_END, ONEOF_END + MEMBER) + MESSAGE)
+def _add_the_upstream(checkout: Path) -> None:
+    """What a developer adding the upstream does; nothing more."""
+    package = checkout / "adapters" / "ticketing"
+    shutil.copytree(FIXTURE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    for module in package.glob("*.py"):
+        module.write_text(module.read_text().replace(FIXTURE_MODULE, "adapters.ticketing"))
+    installed = checkout / INSTALLED
+    text = installed.read_text()
+    assert '    "zuora",\n' in text
+    installed.write_text(text.replace('    "zuora",\n', '    "zuora",\n    "ticketing",\n'))
+    proto = checkout / PROTO
+    assert ONEOF_END in proto.read_text()
+    proto.write_text(proto.read_text().replace(ONEOF_END, ONEOF_END + MEMBER) + MESSAGE)
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{folder / 'protos'}",
-         f"--python_out={folder}", f"--grpc_python_out={folder}", str(patched)],
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{checkout / 'protos'}",
+         f"--python_out={checkout}", f"--grpc_python_out={checkout}", str(proto)],
         check=True,
     )  # fmt: skip
-    for package in ("cancellation", "cancellation/v1"):
-        (folder / package / "__init__.py").touch()
 
 
-def test_a_fourth_upstream_cancels_through_server_cli_and_sandbox(tmp_path: Path) -> None:
-    _stubs_with_a_fourth_member(tmp_path)
+def _changed(checkout: Path) -> set[str]:
+    tracked = set(tracked_files())
+    files = {str(p.relative_to(checkout)) for p in checkout.rglob("*") if p.is_file()}
+    return {
+        name
+        for name in files
+        if "__pycache__" not in name
+        and (name not in tracked or not filecmp.cmp(ROOT / name, checkout / name, shallow=False))
+    }
+
+
+def test_a_fourth_upstream_is_one_package_and_one_line(tmp_path: Path) -> None:
+    checkout = tracked_copy(tmp_path / "checkout")
+    _add_the_upstream(checkout)
+
+    changed = _changed(checkout)
+    package = {name for name in changed if name.startswith("adapters/ticketing/")}
+    assert {f"adapters/ticketing/{m}.py" for m in ("__init__", "jobs", "adapter")} <= package
+    stubs = {name for name in changed if name.startswith("cancellation/v1/")}
+    assert changed == package | stubs | {str(INSTALLED), str(PROTO)}
+    added = set((checkout / INSTALLED).read_text().splitlines())
+    assert added - set((ROOT / INSTALLED).read_text().splitlines()) == {'    "ticketing",'}
+
     child = subprocess.run(
         [sys.executable, "-m", "tests.integration.fourth_upstream.main"],
-        cwd=tmp_path,  # first on sys.path: its `cancellation` shadows the shipped stubs
-        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        cwd=checkout,  # first on sys.path: the checkout's packages, not this one's
+        env={**os.environ, "PYTHONPATH": str(checkout)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -64,7 +95,29 @@ def test_a_fourth_upstream_cancels_through_server_cli_and_sandbox(tmp_path: Path
 
 
 def test_nothing_outside_the_test_names_the_fourth_upstream() -> None:
-    for folder in ("gateway", "adapters", "simulators", "protos"):
+    for folder in ("gateway", "adapters", "protos", "cancellation"):
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in (".py", ".pyi", ".proto"):
                 assert "ticketing" not in path.read_text(), path
+
+
+# Where an upstream's name may stand besides its own package (the claim of
+# docs/ADDING_AN_UPSTREAM.md): the contract and its stubs, the composition root's line, docs,
+# tests and benchmarks, example configuration, deploy examples and dashboards.
+ALLOWED = (
+    "protos/", "cancellation/", "contract/", "adapters/installed.py",
+    "docs/", "README.md", "tests/", "benchmarks/", "bench.json", "config/", "deploy/",
+)  # fmt: skip
+
+
+def test_an_upstream_is_named_only_in_its_package_and_where_the_claim_allows() -> None:
+    for upstream in ("kiiex", "zuora"):
+        named = subprocess.run(
+            ["git", "grep", "-il", upstream, "--", ".", f":!adapters/{upstream}/"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        assert [name for name in named if not name.startswith(ALLOWED)] == [], upstream
+    root_line = [
+        line for line in (ROOT / INSTALLED).read_text().splitlines() if "zuora" in line.lower()
+    ]
+    assert root_line == ['    "zuora",']

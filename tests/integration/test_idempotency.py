@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.faults import Fault
+from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from gateway.server import GatewayServer
-from simulators.faults import Fault
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
+from gateway.app.serve import GatewayServer
 from tests.conftest import KIIEX_ENV, kiiex_connection, make_config
 from tests.grpc_helpers import report_request, rich_error
 from tests.redis_server import RedisServer

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.idempotency import DONE, OPEN, RUNNING, Claim, IdempotencyStore, StoreError
 from gateway.model import Attempt, CancelResult, Delivery, LegResult, Outcome, Reason
-from stores.memory import MemoryStore
-from stores.redis import RedisStore
+from gateway.stores.memory import MemoryStore
+from gateway.stores.redis import RedisStore
 from tests.redis_server import RedisServer
 
 LEG = LegResult("report", Outcome.ACCEPTED, Reason.UNSPECIFIED, False, "0", "", "")

@@ -10,12 +10,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.faults import Fault
+from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway import NAME
-from gateway.server import GatewayServer
-from simulators.faults import Fault
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
+from gateway.app.serve import GatewayServer
 from tests.conftest import kiiex_connection, make_config
 from tests.grpc_helpers import report_request, rich_error
 

@@ -16,13 +16,13 @@ import pytest
 from google.protobuf import json_format
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
+from adapters.zuora.simulator import ZuoraSimulator
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from gateway.server import GatewayServer
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
-from simulators.zuora import ZuoraSimulator
-from stores.memory import MemoryStore
+from gateway.app.serve import GatewayServer
+from gateway.stores.memory import MemoryStore
 from tests.conftest import kiiex_connection, make_config, zuora_connection
 
 SECRETS = {

@@ -20,12 +20,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters import REGISTRY
+from adapters.installed import REGISTRY
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.faults import Fault
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.app.serve import GatewayServer
 from gateway.config import Config, parse_config
-from gateway.server import GatewayServer
-from simulators.faults import Fault
-from simulators.kiiex import KiiexSimulator
 from tests.conftest import KIIEX_ENV, kiiex_connection
 from tests.deploy.tools import (
     SYNTHETIC_METRICS,
@@ -58,7 +58,7 @@ def observed_config(connections: Mapping[str, dict[str, Any]]) -> Config:
         },
         "connections": dict(connections),
     }
-    return parse_config(data, KIIEX_ENV, REGISTRY.option_parsers)
+    return parse_config(data, KIIEX_ENV, REGISTRY.option_schemas)
 
 
 async def scrape_text(server: GatewayServer) -> str:
@@ -429,7 +429,7 @@ async def test_metrics_endpoint_can_be_turned_off(
 ) -> None:
     server_table = {"listen": "127.0.0.1:0", "metrics_listen": "", "allow_unauthenticated": True}
     data = {"server": server_table, "connections": {"k": kiiex_connection()}}
-    _, server = await start_gateway(parse_config(data, KIIEX_ENV, REGISTRY.option_parsers))
+    _, server = await start_gateway(parse_config(data, KIIEX_ENV, REGISTRY.option_schemas))
     assert server.metrics_port is None
 
 
@@ -443,7 +443,7 @@ async def test_a_taken_metrics_port_fails_the_start_naming_it() -> None:
                        "allow_unauthenticated": True},
             "connections": {"k": kiiex_connection()},
         }  # fmt: skip
-        server = GatewayServer(parse_config(data, KIIEX_ENV, REGISTRY.option_parsers))
+        server = GatewayServer(parse_config(data, KIIEX_ENV, REGISTRY.option_schemas))
         with pytest.raises(RuntimeError, match=f"cannot serve metrics on {address}"):
             await server.start()
         await server.stop(grace=0)

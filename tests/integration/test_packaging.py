@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +17,10 @@ import venv
 import zipfile
 from pathlib import Path
 
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
-from tests.deploy.tools import copied, dockerfile_stages
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
+from tests.checkout import tracked_copy
+from tests.deploy.tools import copied, dockerfile_stages, in_build_context
 from tests.processes import KIIEX_ENV, kiiex_gateway_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,20 +29,13 @@ EXTRA_HINT = "pip install 'cancellation-gateway[sandbox]'"
 
 
 def _tracked_copy(into: Path, only: set[str] | None = None) -> Path:
-    """The checkout as a clean clone has it: tracked files only (those under `only`'s paths,
-    when given). Files not committed yet count too, as `git add` would take them."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode()  # fmt: skip
-    for name in filter(None, listed.split("\0")):
-        if only is not None and name.partition("/")[0] not in only:
-            continue
-        if (ROOT / name).is_file():
-            target = into / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target)
-    return into
+    """A clean clone's files (with `only`: those under its paths that the image's build
+    context admits)."""
+    if only is None:
+        return tracked_copy(into)
+    return tracked_copy(
+        into, lambda name: name.partition("/")[0] in only and in_build_context(name)
+    )
 
 
 def _run(*argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -119,9 +112,9 @@ def test_a_wheel_installs_and_runs_anywhere(tmp_path: Path) -> None:
 async def test_the_images_install_serves_without_the_simulators(tmp_path: Path) -> None:
     build, _ = dockerfile_stages()
     wheel = _wheel(_tracked_copy(tmp_path / "context", only=copied(build)), tmp_path / "dist")
-    packages = {name.partition("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert {"gateway", "adapters", "stores", "cancellation"} <= packages
-    assert "simulators" not in packages
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"gateway", "adapters", "cancellation"} <= {name.partition("/")[0] for name in names}
+    assert not [name for name in names if "simulat" in name]
     bin_dir = _venv(tmp_path / "venv")
     # deploy/Dockerfile's two installs (tests/deploy/test_image.py checks it makes them).
     for argv in (("--require-hashes", "--no-deps", "-r", ROOT / "requirements.lock"),
@@ -133,7 +126,7 @@ async def test_the_images_install_serves_without_the_simulators(tmp_path: Path) 
     for absent in ("starlette", "uvicorn", "pytest"):
         assert _run(bin_dir / "pip", "show", absent, cwd=tmp_path).returncode != 0, absent
     # No extra would help: this build has no simulators at all.
-    _no_sandbox(bin_dir, tmp_path, "a build with the simulators", "simulators")
+    _no_sandbox(bin_dir, tmp_path, "a build with the simulators", "adapters.simulation")
 
     sim = KiiexSimulator()
     report = sim.add_report()

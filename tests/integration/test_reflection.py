@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from gateway.server import GatewayServer
+from gateway.app.serve import GatewayServer
 
 VERSIONS = ("grpc.reflection.v1", "grpc.reflection.v1alpha")
 Ask: TypeAlias = reflection_pb2.ServerReflectionRequest

@@ -21,13 +21,13 @@ from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
+from gateway.app.sandbox import sandbox
+from gateway.app.serve import GatewayServer
 from gateway.config import ConfigError
-from gateway.sandbox import sandbox
-from gateway.server import GatewayServer
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
 from tests.conftest import kiiex_connection, make_config
 from tests.grpc_helpers import report_request, rich_error
 

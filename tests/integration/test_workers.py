@@ -18,10 +18,10 @@ from pathlib import Path
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.kiiex.simulator import KiiexSimulator
+from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
-from simulators.kiiex import KiiexSimulator
-from simulators.loopback import LoopbackServer
 from tests.grpc_helpers import report_request, rich_error
 from tests.processes import (
     KIIEX_ENV,

@@ -1,6 +1,7 @@
-"""Run in a child process whose `cancellation.v1` stubs were generated from the contract
-plus one `ticketing_job` oneof member. Registers the fourth upstream (the one line), starts
-the sandbox, and drives it through the CLI and a gRPC client; prints what it saw as JSON."""
+"""Run in a scratch checkout that has the fourth upstream: its package in
+`adapters/ticketing/`, its line in `adapters/installed.py`, and stubs generated from the
+contract plus one `ticketing_job` oneof member. Starts the sandbox, drives it through the
+CLI and a gRPC client, and prints what it saw as JSON."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ import sys
 
 import grpc
 
-from adapters import REGISTRY
 from cancellation.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway import cli
-from gateway.cancel_command import command_line
-from gateway.registry import Registry
-from gateway.sandbox import instructions, sandbox
-from tests.integration.fourth_upstream import adapter
-
-WITH_TICKETING = Registry((*REGISTRY.upstreams.values(), adapter.UPSTREAM))  # the one line
+from gateway.app import cli
+from gateway.app.cancel_command import command_line
+from gateway.app.sandbox import instructions, sandbox
 
 
 async def _call(target: str, request: gateway_pb2.CancelJobRequest) -> dict[str, object]:
@@ -42,12 +38,12 @@ def _ticket(ticket_id: str) -> gateway_pb2.CancelJobRequest:
 def _cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = cli.main(list(argv), registry=WITH_TICKETING)
+        code = cli.main(list(argv))
     return code, out.getvalue()
 
 
 async def main() -> None:
-    async with sandbox(registry=WITH_TICKETING) as box:
+    async with sandbox() as box:
         example = command_line(box.examples[-1].job)
         code, printed = await asyncio.to_thread(
             _cli, "cancel", "--target", box.target, *example.split()

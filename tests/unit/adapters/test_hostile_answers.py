@@ -12,11 +12,10 @@ import httpx2
 import pytest
 from google.protobuf import json_format
 
-from adapters.kiiex import KiiexAdapter
+from adapters.kiiex import KiiexAdapter, KiiexUserReport
 from cancellation.v1 import gateway_pb2
-from gateway.jobs import KiiexUserReport
 from gateway.model import CancelResult, Outcome, Reason
-from gateway.service import response_to_proto
+from gateway.rpc.envelope import response_to_proto
 from gateway.upstream import ConfirmState
 from tests.conftest import kiiex_connection, make_config
 

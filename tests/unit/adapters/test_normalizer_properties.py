@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.kiiex import KiiexAdapter
-from adapters.zuora import ZuoraAdapter
+from adapters.kiiex import KiiexAdapter, KiiexQuote, KiiexUserReport
+from adapters.zuora import ZuoraAdapter, ZuoraReportRun
 from cancellation.v1 import gateway_pb2
-from gateway.jobs import Job, KiiexQuote, KiiexUserReport, ZuoraReportRun
+from gateway.jobs import Job
 from gateway.model import CancelResult, Outcome, Reason, UpstreamReply
-from gateway.service import response_to_proto
+from gateway.rpc.envelope import response_to_proto
 from gateway.upstream import Adapter
 from tests.conftest import kiiex_connection, make_config, zuora_connection
 

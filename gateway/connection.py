@@ -1,0 +1,84 @@
+"""The keys every connection has, whatever its upstream: which upstream, timeouts, the
+in-flight bound and pool, retries, the circuit breaker, confirmation polling. What only one
+upstream reads is declared by its package (`Upstream.options`) and lands in `options`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from msgspec import Meta, field
+
+from gateway.schema import Count, Seconds, Section, about, invalid, settle
+
+
+class RetrySettings(Section, frozen=True):
+    max_attempts: Annotated[
+        int, Meta(ge=1, le=10), about("attempts for a call whose every leg failed retryably")
+    ] = 3
+    backoff_initial: Annotated[
+        Seconds, about("full-jitter exponential backoff: the first pause's ceiling")
+    ] = field(default=0.1, name="backoff_initial_seconds")
+    backoff_max: Annotated[
+        Seconds, about("the longest pause; an upstream's longer `Retry-After` is passed on")
+    ] = field(default=2.0, name="backoff_max_seconds")
+
+
+class BreakerSettings(Section, frozen=True):
+    """The circuit breaker of one connection (see `gateway.resilience.CircuitBreaker`)."""
+
+    failure_threshold: Annotated[
+        Count,
+        about("outages in a row (UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR, TIMEOUT) that open it"),
+    ] = 5
+    reset_seconds: Annotated[Seconds, about("open this long; then one trial call decides")] = 30.0
+
+
+class ConnectionSettings(Section, frozen=True):
+    """One named upstream connection (`[connections.NAME]`)."""
+
+    derived: ClassVar[frozenset[str]] = frozenset({"name", "options"})
+
+    upstream: Annotated[str, about("the upstream it reaches: a registered upstream's name")]
+    default: Annotated[
+        bool,
+        about(
+            "the connection used when a request leaves `connection` empty (a sole "
+            "connection of an upstream is its default)"
+        ),
+    ] = False
+    timeout: Annotated[
+        Seconds, about("per upstream call, further capped by the caller's deadline")
+    ] = field(default=5.0, name="timeout_seconds")
+    max_in_flight: Annotated[
+        Count,
+        about(
+            "upstream requests (cancel attempts and confirmation reads) in flight at once; "
+            "waiting is for a slot only, counted against the caller's deadline"
+        ),
+    ] = 32
+    pool_size: Annotated[
+        Count,
+        about("HTTP connections kept open between calls", default="min(8, `max_in_flight`)"),
+    ] = 0
+    retry: RetrySettings = RetrySettings()
+    confirm_timeout: Annotated[
+        Seconds, about("how long `wait_for_confirmation` polls the read API")
+    ] = field(default=10.0, name="confirm_timeout_seconds")
+    confirm_interval: Annotated[Seconds, about("pause between confirmation reads")] = field(
+        default=0.25, name="confirm_interval_seconds"
+    )
+    breaker: BreakerSettings = BreakerSettings()
+    name: str = ""
+    """The table's name (`billing-eu`): set by the reader, never a key."""
+    options: Any = None
+    """What only its upstream reads: an instance of that upstream's `options` section."""
+
+    def __post_init__(self) -> None:
+        if self.pool_size == 0:  # not given
+            settle(self, "pool_size", min(8, self.max_in_flight))
+        elif self.pool_size > self.max_in_flight:
+            raise invalid(
+                "pool_size",
+                f"keeps {self.pool_size} connections open, more than max_in_flight "
+                f"({self.max_in_flight}) can use",
+            )
