@@ -103,7 +103,7 @@ chaos: $(BIN)/.installed
 # upstreams' code tables, the configuration keys from the config's sections
 # (tests/unit/test_docs.py compares).
 docs: $(BIN)/.installed
-	$(BIN)/cancelgw docs docs/STATUS_CODES.md docs/CONFIGURATION.md
+	$(BIN)/cancelgw docs docs/STATUS_CODES.md docs/CONFIGURATION.md docs/SECURITY.md
 
 # The hashed pins: requirements.lock is what the image installs (runtime only),
 # requirements-dev.lock what the venv and so the tests install (runtime, dev, sandbox). The

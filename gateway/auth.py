@@ -49,10 +49,12 @@ class CallerSettings(Section, frozen=True):
         frozenset[str], about("connections it may use; empty: every connection of its jobs")
     ] = frozenset()
     rate_per_second: Annotated[
-        float, Meta(gt=0), about("its token bucket's rate (per gateway process)")
+        float, Meta(gt=0, le=10**6), about("its token bucket's rate (per gateway process)")
     ] = 20.0
     burst: Annotated[
-        int, Meta(ge=1), about("its token bucket's size", default="2 x `rate_per_second`")
+        int,
+        Meta(ge=1, le=2**31 - 1),
+        about("its token bucket's size", default="2 x `rate_per_second`"),
     ] = 0
 
     def __post_init__(self) -> None:

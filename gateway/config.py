@@ -77,6 +77,7 @@ def parse_config(
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key")
     reading = Reading(environ)
+    server = reading.section(data.get("server", {}), ServerSettings, "server")
     connections = {
         name: _connection(reading, name, table, upstreams)
         for name, table in _tables(data, "connections").items()
@@ -87,7 +88,7 @@ def parse_config(
     if not isinstance(callers, list):
         raise ConfigError("callers: expected [[callers]] tables")
     config = Config(
-        server=reading.section(data.get("server", {}), ServerSettings, "server"),
+        server=server,
         connections=connections,
         idempotency=_idempotency(reading, data.get("idempotency", {})),
         tracing=reading.section(data.get("tracing", {}), TracingSettings, "tracing"),
@@ -105,8 +106,11 @@ def parse_config(
 
 def _tables(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     tables = data.get(key, {})
-    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+    if not isinstance(tables, dict):
         raise ConfigError(f"{key}: expected [{key}.NAME] tables")
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}.{name}: expected a table")
     return tables
 
 
@@ -134,7 +138,7 @@ def _idempotency(reading: Reading, table: object) -> IdempotencySettings:
     variable, key = settings.redis_url_env, "idempotency.redis_url_env"
     try:
         redis_url = reading.secret(variable)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:  # no variable named, or none set
         raise ConfigError(f"{key}: {error}") from None
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"{key}: {variable} must hold a redis://, rediss:// or unix:// URL")
@@ -240,7 +244,10 @@ SERVER_OVERRIDES = {
 
 
 def with_overrides(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """`data` with the `[server]` keys any set override variable names replaced."""
+    """`data` with the `[server]` keys any set override variable names replaced (a
+    `server` that is no table is left for the reader to refuse, naming it)."""
+    if not isinstance(data.get("server", {}), dict):
+        return dict(data)
     server = dict(data.get("server", {}))
     for variable, key in SERVER_OVERRIDES.items():
         if variable in environ:

@@ -66,6 +66,15 @@ class Registry:
             ]
         return "\n".join(lines) + "\n"
 
+    def secret_fields_markdown(self) -> str:
+        """The body fields each upstream declares as credentials (docs/SECURITY.md)."""
+        lines = ["| upstream | body fields redacted by name (any case) |", "|---|---|"]
+        lines += [
+            f"| {name} | {', '.join(f'`{f}`' for f in sorted(u.secret_fields))} |"
+            for name, u in self.upstreams.items()
+        ]
+        return "\n".join(lines) + "\n"
+
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"

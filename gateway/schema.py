@@ -42,7 +42,7 @@ class Secret(str):
         return "Secret('[redacted]')"
 
 
-Seconds = Annotated[float, Meta(gt=0)]
+Seconds = Annotated[float, Meta(gt=0, le=10**9)]  # finite: `inf` is no duration
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 
@@ -102,7 +102,9 @@ def _named(message: str, path: str) -> str:
     match = _AT.match(message)
     what, where = (match["what"], match["where"] or "") if match else (message, "")
     keys = [path] if path else []
-    keys += [part for part in re.split(r"\.|\[(\d+)\]", where) if part]
+    for part in re.split(r"\.", where):  # `retry.max_attempts`, `jobs[0]`
+        if part:
+            keys.append(part)
     if keyed := _KEYED.match(what):  # a section's own check: `key: why`
         keys.append(keyed["key"])
         what = keyed["why"]
@@ -116,7 +118,8 @@ def _named(message: str, path: str) -> str:
 
 def _worded(what: str) -> str:
     if bound := re.match(r"Expected `\w+` ([<>=]+) (\S+)$", what):
-        return f"must be {bound[1]} {float(bound[2]):g}"
+        number = float(bound[2])
+        return f"must be {bound[1]} {int(number) if number.is_integer() else number}"
     if kinds := re.match(r"Expected `([\w |]+)`, got `(\w+)`$", what):
         wanted = " or ".join(_KINDS.get(k.strip(), k.strip()) for k in kinds[1].split("|"))
         return f"expected {wanted}, got {_KINDS.get(kinds[2], kinds[2])}"
@@ -145,7 +148,7 @@ def address(key: str, value: str, *, optional: bool = False) -> str:
     if optional and not value:
         return value
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
+    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise invalid(key, f"expected host:port, got {value!r}")
     return value
 
@@ -162,6 +165,22 @@ def path_prefix(key: str, value: str) -> str:
     if prefix and not prefix.startswith("/"):
         raise invalid(key, f"must start with '/', got {value!r}")
     return prefix
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def header_name(key: str, value: str) -> str:
+    """A header's name: one HTTP token (RFC 9110), or no request could carry it."""
+    if not _HEADER_NAME.fullmatch(value):
+        raise invalid(key, f"must be an HTTP header name, got {value!r}")
+    return value
+
+
+def unused(key: str, value: object, why: str) -> None:
+    """Refuses a key the section's other choices leave without effect."""
+    if value is not None:
+        raise invalid(key, why)
 
 
 def header_value(key: str, value: str) -> str:

@@ -15,6 +15,8 @@ def read(key: str, path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise invalid(key, f"cannot read {path}: {error.strerror}") from error
+    except ValueError as error:  # a NUL in the path
+        raise invalid(key, f"cannot read {path!r}: {error}") from error
 
 
 def check_pair(cert_file: str, key_file: str) -> None:

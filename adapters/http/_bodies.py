@@ -17,10 +17,11 @@ from gateway.model import JsonValue
 from gateway.secrets import SECRETS
 
 SECRET_FIELDS = frozenset(
-    {"authorization", "password", "access_token", "refresh_token", "client_secret"}
-)
-"""Field names that carry credentials in any HTTP API (RFC 6749's OAuth names, the
-Authorization header): each upstream adds its own (`Redactor`)."""
+    {"authorization", "password", "token", "access_token", "refresh_token", "client_secret",
+     "secret", "signature", "apikey", "api_key"}
+)  # fmt: skip
+"""Field names that carry credentials in any HTTP API (the Authorization header, RFC 6749's
+OAuth names, the common key and signature names): each upstream adds its own."""
 _MAX_TEXT = 2048
 # Deeper or longer than this is not worth showing a caller, and protobuf parsers refuse
 # messages nested past 100 levels: cut before that.

@@ -44,17 +44,6 @@ CODES: CodeTable = {
 # Codes a public source lists as errors: on a non-2xx answer only these say more than the status.
 DOCUMENTED_ERRORS = frozenset(code for code in CODES if code.isdigit() and code != "0")
 
-SECRETS_IN_BODIES = SECRET_FIELDS | {
-    name.lower()
-    for name in (
-        "SessionToken",
-        "Token",
-        "Password",
-        "Signature",
-        "APIKey",
-        "aptoken",
-        "twoFAToken",
-    )
-}
+SECRETS_IN_BODIES = SECRET_FIELDS | {"sessiontoken", "aptoken", "twofatoken"}
 """Body fields whose values are credentials (AuthenticateUser's request and answer, the
-session header): redacted from every body the gateway passes on."""
+session header): redacted from every body the gateway passes on (`Upstream.secret_fields`)."""

@@ -8,7 +8,18 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from gateway.schema import Secret, Section, about, path_prefix, required, settle, url
+from gateway.schema import (
+    Secret,
+    Section,
+    about,
+    header_name,
+    invalid,
+    path_prefix,
+    required,
+    settle,
+    unused,
+    url,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,18 @@ class KiiexOptions(Section, frozen=True, rename={
     def __post_init__(self) -> None:
         settle(self, "base_url", url("base_url", self.base_url))
         settle(self, "path_prefix", path_prefix("path_prefix", self.path_prefix))
-        self.login  # noqa: B018 - one of the two logins must be complete
+        header_name("token_header", self.token_header)
+        if not self.token_field:
+            raise invalid("token_field", "name the answer's field that holds the token")
+        if self.user_id is not None and not 1 <= self.user_id <= 2**31 - 1:
+            raise invalid("user_id", f"must be from 1 to {2**31 - 1}, got {self.user_id}")
+        if self.api_key is None:
+            unused("api_secret_env", self.api_secret, "only with api_key_env")
+            unused("user_id", self.user_id, "only with api_key_env")
+        else:
+            for key, value in (("username_env", self.username), ("password_env", self.password)):
+                unused(key, value, "not with api_key_env: give one login")
+        self.login  # noqa: B018 - the chosen login must be complete
 
     @property
     def login(self) -> PasswordLogin | ApiKeyLogin:

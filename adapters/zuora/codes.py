@@ -53,4 +53,5 @@ CODES: CodeTable = {
 
 SECRETS_IN_BODIES = SECRET_FIELDS | {"apiaccesskeyid", "apisecretaccesskey"}
 """Body fields whose values are credentials (the OAuth form and answer, the zconnect
-hosts' credential headers): redacted from every body the gateway passes on."""
+hosts' credential headers): redacted from every body the gateway passes on
+(`Upstream.secret_fields`)."""

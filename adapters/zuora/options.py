@@ -19,6 +19,7 @@ from gateway.schema import (
     path_prefix,
     required,
     settle,
+    unused,
     url,
 )
 
@@ -63,6 +64,17 @@ class LegacyCredentials:
 
 _OAUTH_KEYS = ("client_id_env", "client_secret_env")
 _LEGACY_KEYS = ("api_access_key_id_env", "api_secret_access_key_env")
+# The keys one credential family reads, by field: the other family refuses them.
+_OAUTH_ONLY = {
+    "client_secret": "client_secret_env",
+    "token_refresh_margin": "token_refresh_margin_seconds",
+    "entity_ids": "entity_ids",
+}
+_LEGACY_ONLY = {
+    "api_secret_access_key": "api_secret_access_key_env",
+    "entity_id": "entity_id",
+    "entity_name": "entity_name",
+}
 _ENV = "its environment variable"
 
 
@@ -74,15 +86,15 @@ class ZuoraOptions(Section, frozen=True, rename={
     """`[connections.NAME]` keys with `upstream = "zuora"`."""
 
     data_center: Annotated[
-        str,
+        str | None,
         about(
             "a preset host: a data center's REST host (OAuth), or the same name plus "
             "`-zconnect` for its Reporting host (legacy headers); hosts in UPSTREAMS.md"
         ),
-    ] = ""
+    ] = None
     base_url: Annotated[
-        str, about("an explicit host instead of `data_center` (one of the two)")
-    ] = ""
+        str | None, about("an explicit host instead of `data_center` (one of the two)")
+    ] = None
     api_prefix: Annotated[str, about("Reporting path on the host")] = "/api/rest/v1"
     client_id: Annotated[Secret | None, about(f"OAuth client id (REST hosts): {_ENV}")] = None
     client_secret: Annotated[Secret | None, about(f"OAuth client secret: {_ENV}")] = None
@@ -95,9 +107,13 @@ class ZuoraOptions(Section, frozen=True, rename={
     api_secret_access_key: Annotated[
         Secret | None, about(f"the `apiSecretAccessKey` header: {_ENV}")
     ] = None
-    entity_id: Annotated[str, about("with the legacy headers: a tenant's `entityId` header")] = ""
-    entity_name: Annotated[str, about("or its `entityName` header (never both)")] = ""
-    entity_ids: Annotated[str, about("OAuth only: sent as `Zuora-Entity-Ids` when set")] = ""
+    entity_id: Annotated[
+        str | None, about("with the legacy headers: a tenant's `entityId` header")
+    ] = None
+    entity_name: Annotated[str | None, about("or its `entityName` header (never both)")] = None
+    entity_ids: Annotated[str | None, about("OAuth only: sent as `Zuora-Entity-Ids` when set")] = (
+        None
+    )
 
     def __post_init__(self) -> None:
         oauth = self.client_id is not None
@@ -112,19 +128,21 @@ class ZuoraOptions(Section, frozen=True, rename={
         if not self.api_prefix:
             raise invalid("api_prefix", f"must start with '/', got {self.api_prefix!r}")
         for key in ("entity_id", "entity_name", "entity_ids"):
-            header_value(key, getattr(self, key))
-        only = ("token_refresh_margin", "entity_ids") if not oauth else ("entity_id", "entity_name")
-        for key in only:
-            if getattr(self, key):
-                family = "OAuth" if not oauth else "zconnect"
-                raise invalid(_key(key), f"only with {family} credentials")
+            header_value(key, getattr(self, key) or "")
+        other = _LEGACY_ONLY if oauth else _OAUTH_ONLY
+        for name, key in other.items():
+            unused(
+                key,
+                getattr(self, name),
+                f"only with {'zconnect' if oauth else 'OAuth'} credentials",
+            )
         self.credentials  # noqa: B018 - the chosen family's keys are complete
 
     def _base_url(self, family: str) -> str:
-        if bool(self.data_center) == bool(self.base_url):
+        if (self.data_center is None) == (self.base_url is None):
             raise invalid("data_center", "give exactly one of data_center, base_url")
-        if not self.data_center:
-            return url("base_url", self.base_url)
+        if self.data_center is None:
+            return url("base_url", self.base_url or "")
         if self.data_center not in DATA_CENTERS:
             raise invalid(
                 "data_center", f"must be one of {sorted(DATA_CENTERS)}, got {self.data_center!r}"

@@ -37,6 +37,9 @@ RENDERED: dict[tuple[str, str], Callable[[Registry], str]] = {
     ("<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"): lambda registry: (
         reference_markdown(registry.option_schemas)
     ),
+    ("<!-- secret-fields:begin -->\n", "<!-- secret-fields:end -->"): (
+        Registry.secret_fields_markdown
+    ),
 }
 
 

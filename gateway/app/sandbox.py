@@ -24,7 +24,7 @@ from gateway.app.serve import GatewayServer
 from gateway.config import parse_config
 from gateway.jobs import job_values
 from gateway.registry import Registry
-from gateway.rpc.server import SERVICE_NAME
+from gateway.rpc.servicer import SERVICE_NAME
 from gateway.upstream import Upstream
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})

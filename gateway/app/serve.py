@@ -30,8 +30,8 @@ from gateway.registry import Registry
 from gateway.router import Router
 from gateway.rpc import reflection
 from gateway.rpc.interceptors import AuthInterceptor, MetricsInterceptor, TracingInterceptor
-from gateway.rpc.server import SERVICE_NAME, SERVICES, DrainAwareHealth, bind, grpc_server
-from gateway.rpc.servicer import CancellationService, rpc_handler
+from gateway.rpc.server import SERVICES, DrainAwareHealth, bind, grpc_server
+from gateway.rpc.servicer import SERVICE_NAME, CancellationService, rpc_handler
 from gateway.secrets import SECRETS, SHORTEST
 from gateway.stores.memory import MemoryStore
 from gateway.tracing import Tracing

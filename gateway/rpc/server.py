@@ -9,13 +9,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from cancellation.v1 import gateway_pb2
 from gateway.drain import Drain
 from gateway.rpc import reflection
+from gateway.rpc.servicer import SERVICE
 from gateway.serving import ServerSettings, TlsSettings
 
-SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"]
-SERVICE_NAME = SERVICE.full_name
 # Every service the server registers, for the gRPC metrics' start-up series.
 SERVICES = (
     SERVICE,
@@ -73,9 +71,17 @@ def bind(server: grpc.aio.Server, listen: str, settings: ServerSettings | None) 
 
 
 def _credentials(tls: TlsSettings) -> grpc.ServerCredentials:
-    client_ca = Path(tls.client_ca_file).read_bytes() if tls.mutual else None
+    client_ca = _pem(tls.client_ca_file) if tls.mutual else None
     return grpc.ssl_server_credentials(
-        [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+        [(_pem(tls.key_file), _pem(tls.cert_file))],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def _pem(path: str) -> bytes:
+    """A PEM file as it is now (it was checked when the config was read)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise RuntimeError(f"cannot read {path}: {error.strerror}") from error

@@ -19,7 +19,7 @@ import trustme
 
 from adapters.installed import REGISTRY
 from gateway.config import Config, parse_config, with_overrides
-from gateway.rpc.server import SERVICE_NAME
+from gateway.rpc.servicer import SERVICE_NAME
 from tests.deploy.tools import ALERTS, DEPLOY, REPO, kustomize, yaml_documents
 
 K8S = DEPLOY / "k8s"
@@ -208,7 +208,7 @@ def test_drain_fits_in_the_termination_grace_period(k8s: Rendered) -> None:
 
 def test_the_grpc_port_is_tls_from_the_mounted_secret(k8s: Rendered) -> None:
     server = _config(k8s.overlay).server
-    assert server.tls is not None
+    assert server.tls.enabled
     assert not server.allow_unauthenticated
     assert _config(k8s.overlay).callers
     mount, volume = k8s.mount("tls")

@@ -6,6 +6,7 @@ import, and that the core never names an upstream. docs/ARCHITECTURE.md draws th
     gateway.stores     idempotency stores: the core and their client library
     gateway.*          the core (flat): itself only; no transport, no upstream, no upstream's name
     adapters.installed the composition root's list: the core and the upstream packages
+    (only it and gateway.app may load a module by name: `import_module`, `__import__`)
     adapters.http      the shared HTTP edge: the core; names no upstream
     adapters.simulation the simulators' shared parts: the core
     adapters.<name>    one upstream: the core, adapters.http, itself; its `simulator` module
@@ -52,7 +53,12 @@ EDGE_LIBRARIES: dict[str, frozenset[str]] = {
     "redis": frozenset({STORES}),
     "starlette": frozenset({SIMULATION, SIMULATOR}),
     "uvicorn": frozenset({SIMULATION}),
+    "tests": frozenset(),
 }
+# Loading a module by name hides an arrow from every reader: only the processes and the
+# composition root's list may.
+DYNAMIC_IMPORTERS = frozenset({APP, ROOT})
+_LOADERS = frozenset({"import_module", "__import__"})
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,10 @@ def layer(name: str, upstreams: Collection[str]) -> str:
         return {"app": APP, "rpc": RPC, "stores": STORES}.get(
             parts[1] if len(parts) > 1 else "", CORE
         )
-    if parts[0] != "adapters" or len(parts) == 1:
+    if parts[0] != "adapters":
         return ""  # a library
+    if len(parts) == 1:
+        return PACKAGE
     if parts[1] in upstreams:
         return SIMULATOR if parts[-1] == "simulator" else UPSTREAM
     return {"installed": ROOT, "http": HTTP, "simulation": SIMULATION}.get(parts[1], PACKAGE)
@@ -107,9 +115,12 @@ def imports(module: Module, known: Collection[str]) -> Iterator[tuple[str, int]]
                 yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom):
             base = _absolute(module, node)
+            ours = (base or "adapters").split(".")[0] in ("gateway", "adapters", "cancellation")
             for alias in node.names:
-                child = f"{base}.{alias.name}"
-                yield (child if child in known else base), node.lineno
+                child = f"{base}.{alias.name}" if base else alias.name
+                # `from google import protobuf` imports google.protobuf; `from gateway
+                # import rpc` the module gateway.rpc, and `from gateway.x import name` gateway.x.
+                yield (child if child in known or not ours else base), node.lineno
 
 
 def _absolute(module: Module, node: ast.ImportFrom) -> str:
@@ -137,8 +148,15 @@ def _import_violations(
     module: Module, known: Collection[str], upstreams: Collection[str]
 ) -> list[str]:
     own = layer(module.name, upstreams)
-    found = []
+    loaders = "/".join(sorted(DYNAMIC_IMPORTERS))
+    found = [
+        f"{module.name}:{line} loads a module by name: only {loaders} may"
+        for line in _dynamic_imports(module)
+        if own not in DYNAMIC_IMPORTERS
+    ]
     for target, line in imports(module, known):
+        if _private_http(module.name, target):
+            found.append(f"{module.name}:{line} imports {target}: use adapters.http's public face")
         theirs = layer(target, upstreams)
         where = f"{module.name}:{line} imports {target}"
         if theirs:
@@ -151,6 +169,20 @@ def _import_violations(
             if (target == library or target.startswith(library + ".")) and own not in layers:
                 found.append(f"{where}: {library} belongs to the {'/'.join(sorted(layers))} edge")
     return found
+
+
+def _dynamic_imports(module: Module) -> Iterator[int]:
+    for node in ast.walk(ast.parse(module.source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _LOADERS:
+                yield node.lineno
+
+
+def _private_http(name: str, target: str) -> bool:
+    inside = name.startswith("adapters.http")
+    return not inside and target.startswith("adapters.http._")
 
 
 def _another_upstream(name: str, target: str, own: str, theirs: str) -> bool:

@@ -59,6 +59,14 @@ PLANTED = [
     ("adapters.kiiex.adapter", "import starlette\n", "starlette belongs to"),
     ("adapters.kiiex.simulator", "from adapters.zuora.simulator import S\n", "another upstream"),
     ("adapters.simulation.faults", "from adapters.kiiex import jobs\n", "may not import upstream"),
+    ("gateway.outcomes", "from google import protobuf\n", "google.protobuf belongs to"),
+    ("gateway.outcomes", "import adapters\n", "core may not import package"),
+    ("gateway.outcomes", "from .. import adapters\n", "core may not import package"),
+    ("gateway.outcomes", "import tests.conftest\n", "tests belongs to"),
+    ("gateway.outcomes", "importlib.import_module('gr' + 'pc')\n", "loads a module by name"),
+    ("gateway.outcomes", "__import__('httpx2')\n", "loads a module by name"),
+    ("adapters.http._send", "import_module('adapters.instal' + 'led')\n", "loads a module by"),
+    ("adapters.kiiex.adapter", "from adapters.http._send import send\n", "public face"),
 ]
 
 

@@ -11,7 +11,7 @@ from gateway.app.cli import RENDERED, rendered
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-@pytest.mark.parametrize("page", ["STATUS_CODES.md", "CONFIGURATION.md"])
+@pytest.mark.parametrize("page", ["STATUS_CODES.md", "CONFIGURATION.md", "SECURITY.md"])
 def test_the_reference_blocks_are_rendered_from_the_code(page: str) -> None:
     text = (DOCS / page).read_text()
     assert any(begin in text for begin, _ in RENDERED), page

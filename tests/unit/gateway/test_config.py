@@ -499,3 +499,90 @@ def test_uvloop_asked_for_but_not_installed_names_the_key(monkeypatch: pytest.Mo
     )
     assert _error() == 'server.event_loop: uvloop is not installed; set "asyncio"'
     assert _parse(server={"event_loop": "asyncio"}).server.event_loop == "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"user_id": 7}, "connections.k.user_id: only with api_key_env"),
+        ({"api_secret_env": "KIIEX_PASSWORD"}, "connections.k.api_secret_env: only with api_key"),
+        (
+            {"api_key_env": "KIIEX_USERNAME", "api_secret_env": "KIIEX_PASSWORD", "user_id": 7},
+            "connections.k.username_env: not with api_key_env",
+        ),
+        (
+            {
+                "username_env": None,
+                "password_env": None,
+                "api_key_env": "KIIEX_USERNAME",
+                "api_secret_env": "KIIEX_PASSWORD",
+                "user_id": 0,
+            },
+            "connections.k.user_id: must be from 1",
+        ),
+        ({"token_header": ""}, "connections.k.token_header: must be an HTTP header name"),
+        ({"token_header": "a b"}, "connections.k.token_header: must be an HTTP header name"),
+        ({"token_field": ""}, "connections.k.token_field: name the answer's field"),
+    ],
+)
+def test_a_kiiex_login_takes_the_keys_of_one_family(
+    overrides: dict[str, Any], message: str
+) -> None:
+    assert _error({"k": _minimal(**overrides)}).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"idempotency": {"store": "redis", "redis_url_env": ""}}, "idempotency.redis_url_env:"),
+        ({"connections": {"k": "x"}}, "connections.k: expected a table"),
+        ({"server": {"listen": "h:\u00b2"}}, "server.listen: expected host:port"),
+        ({"server": {"listen": "h:\u0661\u0662"}}, "server.listen: expected host:port"),
+        ({"server": {"tls": {"cert_file": "a\x00", "key_file": "b"}}}, "server.tls.cert_file:"),
+        (
+            {"callers": [{"name": "x", "token_sha256": "0" * 64, "jobs": [1]}]},
+            "callers[0].jobs[0]: expected a string",
+        ),
+        (
+            {
+                "callers": [
+                    {
+                        "name": "x",
+                        "token_sha256": "0" * 64,
+                        "jobs": ["kiiex_quote"],
+                        "rate_per_second": float("inf"),
+                    }
+                ]
+            },
+            "callers[0].rate_per_second: must be",
+        ),
+        (
+            {"connections": {"k": {**_minimal(), "timeout_seconds": float("inf")}}},
+            "connections.k.timeout_seconds: must be <= 1000000000",
+        ),
+        (
+            {"connections": {"k": {**_minimal(), "max_in_flight": 2**31}}},
+            "connections.k.max_in_flight: must be <= 2147483647",
+        ),
+        ({"connections": {"k": {**_minimal(), "name": "x"}}}, "connections.k.name: unknown key"),
+        ({"idempotency": {"redis_url": "redis://x"}}, "idempotency.redis_url: unknown key"),
+    ],
+)
+def test_hostile_values_are_config_errors_naming_the_key(
+    data: dict[str, Any], message: str
+) -> None:
+    base: dict[str, Any] = {"server": {"allow_unauthenticated": True}}
+    base["connections"] = {"k": _minimal()}
+    merged = {**base, **data}
+    if "server" in data:
+        merged["server"] = {"allow_unauthenticated": True, **data["server"]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(merged, KIIEX_ENV, REGISTRY.option_schemas, REGISTRY.job_kinds)
+    assert str(caught.value).startswith(message)
+
+
+def test_a_server_that_is_no_table_is_refused_by_name_even_with_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text('server = 5\n[connections.k]\nupstream = "kiiex"\n')
+    with pytest.raises(ConfigError, match=r"^server: expected a table"):
+        load_config(path, {"CANCELGW_LISTEN": "127.0.0.1:1"}, REGISTRY.option_schemas)

@@ -308,6 +308,12 @@ def test_every_data_center_has_a_rest_and_a_zconnect_preset(center: str) -> None
         ({**LEGACY, "entity_ids": "e1"}, "connections.z.entity_ids: only with OAuth credentials"),
         ({"entity_ids": "é"}, "entity_ids: must be printable ASCII"),
         ({**LEGACY, "api_access_key_id_env": "NON_ASCII"}, "api_access_key_id_env: must be"),
+        ({**LEGACY, "entity_ids": ""}, "connections.z.entity_ids: only with OAuth"),
+        ({"api_secret_access_key_env": "ZUORA_PASSWORD"}, "only with zconnect credentials"),
+        ({"entity_id": "a"}, "connections.z.entity_id: only with zconnect"),
+        ({**LEGACY, "token_refresh_margin_seconds": 5}, "token_refresh_margin_seconds: only"),
+        ({"data_center": ""}, "give exactly one of data_center, base_url"),
+        ({"base_url": None, "data_center": "mars"}, "data_center: must be one of"),
     ],
 )
 def test_credential_families_are_checked_against_the_host(
