@@ -87,9 +87,17 @@ class Claim:
 
 class IdempotencyStore(Protocol):
     async def claim(
-        self, key: str, *, fingerprint: str, owner: str, lease: float, ttl: float
+        self,
+        key: str,
+        *,
+        fingerprint: str,
+        owner: str,
+        lease: float,
+        ttl: float,
+        reason: str = "",
     ) -> Claim:
-        """Atomically: create the record (running, leased to `owner`), or say why not."""
+        """Atomically: create the record (running, leased to `owner`, with the caller's
+        `reason` kept for good: a retry's own reason never replaces it), or say why not."""
         ...
 
     async def save(

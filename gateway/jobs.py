@@ -114,6 +114,7 @@ def matching(field: str, value: str, pattern: re.Pattern[str], shape: str) -> li
 
 _MAX_CONNECTION = 128
 _MAX_IDEMPOTENCY_KEY = 256
+_MAX_REASON = 512
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,19 @@ class CancelRequest:
     request_id: str = ""
     caller: str = ""
     """Who asked (an authenticated caller's configured name): keys are scoped per caller."""
+    cancellation_reason: str = ""
+    """Why, for the audit trail (trimmed); never part of what makes two requests the same."""
+    validate_only: bool = False
+    """Every check a real call passes, then stop: nothing is sent or recorded."""
 
     def __post_init__(self) -> None:
-        # Both end up in messages, logs and store keys: bounded and printable.
+        object.__setattr__(self, "cancellation_reason", self.cancellation_reason.strip())
+        # All end up in messages, logs, spans and store records: bounded and printable.
         raise_if(
             [
                 *_short_printable("connection", self.connection, _MAX_CONNECTION),
                 *_short_printable("idempotency_key", self.idempotency_key, _MAX_IDEMPOTENCY_KEY),
+                *_short_printable("cancellation_reason", self.cancellation_reason, _MAX_REASON),
             ]
         )
 

@@ -84,6 +84,7 @@ def possible_results(verdicts: Iterable[Verdict]) -> frozenset[tuple[Outcome, Re
     results |= {(Outcome.UNKNOWN, r) for r in failures | {Reason.UNSPECIFIED}}
     if accepted:
         results.add((Outcome.CANCELED, Reason.UNSPECIFIED))
+    results.add((Outcome.VALIDATED, Reason.UNSPECIFIED))  # a validate_only rehearsal
     return frozenset(results)
 
 

@@ -22,6 +22,8 @@ class Outcome(enum.Enum):
     PARTIAL = 4
     FAILED = 5
     UNKNOWN = 6
+    VALIDATED = 7
+    """A validate_only call passed every check; nothing was sent."""
 
 
 class Reason(enum.Enum):

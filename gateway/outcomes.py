@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from gateway.jobs import CancelRequest
+from gateway.jobs import CancelRequest, job_values
 from gateway.model import (
     Attempt,
     CancelResult,
@@ -197,4 +197,23 @@ def circuit_open(
         operation=job.operation,
         request_id=request.request_id,
         history=tuple(history),
+    )
+
+
+def validated(request: CancelRequest, connection: str) -> CancelResult:
+    """The envelope of a validate_only call that passed every check: what would have been
+    called, and that nothing was."""
+    job = request.job
+    ids = ", ".join(f"{name} {value}" for name, value in job_values(job).items())
+    return CancelResult(
+        outcome=Outcome.VALIDATED,
+        reason=Reason.UNSPECIFIED,
+        retryable=False,
+        message=(
+            f"would cancel {job.upstream} {job.operation} ({ids}) through connection "
+            f"{connection}; validate_only: nothing was sent"
+        ),
+        upstream=job.upstream,
+        operation=job.operation,
+        request_id=request.request_id,
     )

@@ -53,6 +53,7 @@ from gateway.outcomes import (
     needs_confirmation,
     reconcile,
     unknown,
+    validated,
 )
 from gateway.resilience import (
     Deadline,
@@ -105,6 +106,10 @@ class Pipeline:
     async def cancel(
         self, route: Route, request: CancelRequest, deadline: Deadline
     ) -> CancelResult:
+        if request.validate_only:  # checked, routed: nothing sent, claimed or held
+            result = validated(request, route.settings.name)
+            self._metrics.job_finished(result, 0.0)
+            return result
         store = self._store
         if not request.idempotency_key or store is None:
             return await self._run(_Call(route, request, deadline, Ledger.unkeyed()))
@@ -140,7 +145,12 @@ class Pipeline:
         while True:
             try:
                 claim = await store.claim(
-                    key, fingerprint=same, owner=owner, lease=self._lease, ttl=self._ttl
+                    key,
+                    fingerprint=same,
+                    owner=owner,
+                    lease=self._lease,
+                    ttl=self._ttl,
+                    reason=request.cancellation_reason,
                 )
             except StoreError as error:
                 raise IdempotencyStoreUnavailable(

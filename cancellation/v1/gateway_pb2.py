@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61ncellation/v1/gateway.proto\x12\x0f\x63\x61ncellation.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x95\x02\n\x10\x43\x61ncelJobRequest\x12=\n\x11kiiex_user_report\x18\x01 \x01(\x0b\x32 .cancellation.v1.KiiexUserReportH\x00\x12\x32\n\x0bkiiex_quote\x18\x02 \x01(\x0b\x32\x1b.cancellation.v1.KiiexQuoteH\x00\x12;\n\x10zuora_report_run\x18\x03 \x01(\x0b\x32\x1f.cancellation.v1.ZuoraReportRunH\x00\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x1d\n\x15wait_for_confirmation\x18\x0b \x01(\x08\x12\x12\n\nconnection\x18\x0c \x01(\tB\x05\n\x03job\")\n\x0fKiiexUserReport\x12\x16\n\x0euser_report_id\x18\x01 \x01(\t\"\x9e\x01\n\nKiiexQuote\x12\x0e\n\x06oms_id\x18\x01 \x01(\x05\x12\x17\n\naccount_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rinstrument_id\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x14\n\x0c\x62id_quote_id\x18\x04 \x01(\x03\x12\x14\n\x0c\x61sk_quote_id\x18\x05 \x01(\x03\x42\r\n\x0b_account_idB\x10\n\x0e_instrument_id\"\'\n\x0eZuoraReportRun\x12\x15\n\rreport_run_id\x18\x01 \x01(\t\"\xc0\x01\n\tLegResult\x12\x0b\n\x03leg\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.cancellation.v1.Outcome\x12\'\n\x06reason\x18\x03 \x01(\x0e\x32\x17.cancellation.v1.Reason\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x15\n\rupstream_code\x18\x05 \x01(\t\x12\x18\n\x10upstream_message\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"\xde\x03\n\x11\x43\x61ncelJobResponse\x12)\n\x07outcome\x18\x01 \x01(\x0e\x32\x18.cancellation.v1.Outcome\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.cancellation.v1.Reason\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08upstream\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12(\n\x04legs\x18\x07 \x03(\x0b\x32\x1a.cancellation.v1.LegResult\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x33\n\x10upstream_latency\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08replayed\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x32\n\x11upstream_response\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\x0bretry_after\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0f\x61ttempt_history\x18\x0e \x03(\x0b\x32\x18.cancellation.v1.Attempt\"\xb0\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12+\n\x08\x64\x65livery\x18\x02 \x01(\x0e\x32\x19.cancellation.v1.Delivery\x12(\n\x04legs\x18\x03 \x03(\x0b\x32\x1a.cancellation.v1.LegResult\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x05 \x01(\t*\xaa\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x14\n\x10OUTCOME_CANCELED\x10\x02\x12\x1c\n\x18OUTCOME_ALREADY_CANCELED\x10\x03\x12\x13\n\x0fOUTCOME_PARTIAL\x10\x04\x12\x12\n\x0eOUTCOME_FAILED\x10\x05\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x06*j\n\x08\x44\x65livery\x12\x18\n\x14\x44\x45LIVERY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45LIVERY_ANSWERED\x10\x01\x12\x16\n\x12\x44\x45LIVERY_NO_ANSWER\x10\x02\x12\x15\n\x11\x44\x45LIVERY_NOT_SENT\x10\x03*\xc7\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16REASON_INVALID_REQUEST\x10\x01\x12\x14\n\x10REASON_NOT_FOUND\x10\x02\x12\x17\n\x13REASON_UNAUTHORIZED\x10\x03\x12\x1b\n\x17REASON_OPERATION_FAILED\x10\x04\x12\x18\n\x14REASON_NOT_SUPPORTED\x10\x05\x12\x17\n\x13REASON_RATE_LIMITED\x10\x06\x12\x19\n\x15REASON_UPSTREAM_ERROR\x10\x07\x12\x1f\n\x1bREASON_UPSTREAM_UNAVAILABLE\x10\x08\x12\x12\n\x0eREASON_TIMEOUT\x10\t\x12 \n\x1cREASON_BAD_UPSTREAM_RESPONSE\x10\n\x12\x18\n\x14REASON_NOT_CONFIRMED\x10\x0b\x32i\n\x13\x43\x61ncellationGateway\x12R\n\tCancelJob\x12!.cancellation.v1.CancelJobRequest\x1a\".cancellation.v1.CancelJobResponseB7\n\x13\x63om.cancellation.v1P\x01Z\x1e\x63\x61ncellation/v1;cancellationv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61ncellation/v1/gateway.proto\x12\x0f\x63\x61ncellation.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc9\x02\n\x10\x43\x61ncelJobRequest\x12=\n\x11kiiex_user_report\x18\x01 \x01(\x0b\x32 .cancellation.v1.KiiexUserReportH\x00\x12\x32\n\x0bkiiex_quote\x18\x02 \x01(\x0b\x32\x1b.cancellation.v1.KiiexQuoteH\x00\x12;\n\x10zuora_report_run\x18\x03 \x01(\x0b\x32\x1f.cancellation.v1.ZuoraReportRunH\x00\x12\x17\n\x0fidempotency_key\x18\n \x01(\t\x12\x1d\n\x15wait_for_confirmation\x18\x0b \x01(\x08\x12\x12\n\nconnection\x18\x0c \x01(\t\x12\x1b\n\x13\x63\x61ncellation_reason\x18\r \x01(\t\x12\x15\n\rvalidate_only\x18\x0e \x01(\x08\x42\x05\n\x03job\")\n\x0fKiiexUserReport\x12\x16\n\x0euser_report_id\x18\x01 \x01(\t\"\x9e\x01\n\nKiiexQuote\x12\x0e\n\x06oms_id\x18\x01 \x01(\x05\x12\x17\n\naccount_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rinstrument_id\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x14\n\x0c\x62id_quote_id\x18\x04 \x01(\x03\x12\x14\n\x0c\x61sk_quote_id\x18\x05 \x01(\x03\x42\r\n\x0b_account_idB\x10\n\x0e_instrument_id\"\'\n\x0eZuoraReportRun\x12\x15\n\rreport_run_id\x18\x01 \x01(\t\"\xc0\x01\n\tLegResult\x12\x0b\n\x03leg\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.cancellation.v1.Outcome\x12\'\n\x06reason\x18\x03 \x01(\x0e\x32\x17.cancellation.v1.Reason\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x15\n\rupstream_code\x18\x05 \x01(\t\x12\x18\n\x10upstream_message\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"\xfe\x03\n\x11\x43\x61ncelJobResponse\x12)\n\x07outcome\x18\x01 \x01(\x0e\x32\x18.cancellation.v1.Outcome\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.cancellation.v1.Reason\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08upstream\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12(\n\x04legs\x18\x07 \x03(\x0b\x32\x1a.cancellation.v1.LegResult\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x33\n\x10upstream_latency\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08replayed\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12\x32\n\x11upstream_response\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\x0bretry_after\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x0f\x61ttempt_history\x18\x0e \x03(\x0b\x32\x18.cancellation.v1.Attempt\x12\x1e\n\x16upstream_response_json\x18\x0f \x01(\t\"\xb0\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12+\n\x08\x64\x65livery\x18\x02 \x01(\x0e\x32\x19.cancellation.v1.Delivery\x12(\n\x04legs\x18\x03 \x03(\x0b\x32\x1a.cancellation.v1.LegResult\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x05 \x01(\t*\xc1\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ACCEPTED\x10\x01\x12\x14\n\x10OUTCOME_CANCELED\x10\x02\x12\x1c\n\x18OUTCOME_ALREADY_CANCELED\x10\x03\x12\x13\n\x0fOUTCOME_PARTIAL\x10\x04\x12\x12\n\x0eOUTCOME_FAILED\x10\x05\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x06\x12\x15\n\x11OUTCOME_VALIDATED\x10\x07*j\n\x08\x44\x65livery\x12\x18\n\x14\x44\x45LIVERY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45LIVERY_ANSWERED\x10\x01\x12\x16\n\x12\x44\x45LIVERY_NO_ANSWER\x10\x02\x12\x15\n\x11\x44\x45LIVERY_NOT_SENT\x10\x03*\xc7\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16REASON_INVALID_REQUEST\x10\x01\x12\x14\n\x10REASON_NOT_FOUND\x10\x02\x12\x17\n\x13REASON_UNAUTHORIZED\x10\x03\x12\x1b\n\x17REASON_OPERATION_FAILED\x10\x04\x12\x18\n\x14REASON_NOT_SUPPORTED\x10\x05\x12\x17\n\x13REASON_RATE_LIMITED\x10\x06\x12\x19\n\x15REASON_UPSTREAM_ERROR\x10\x07\x12\x1f\n\x1bREASON_UPSTREAM_UNAVAILABLE\x10\x08\x12\x12\n\x0eREASON_TIMEOUT\x10\t\x12 \n\x1cREASON_BAD_UPSTREAM_RESPONSE\x10\n\x12\x18\n\x14REASON_NOT_CONFIRMED\x10\x0b\x32i\n\x13\x43\x61ncellationGateway\x12R\n\tCancelJob\x12!.cancellation.v1.CancelJobRequest\x1a\".cancellation.v1.CancelJobResponseB7\n\x13\x63om.cancellation.v1P\x01Z\x1e\x63\x61ncellation/v1;cancellationv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cancellation.v1.gateway_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.cancellation.v1P\001Z\036cancellation/v1;cancellationv1'
-  _globals['_OUTCOME']._serialized_start=1493
-  _globals['_OUTCOME']._serialized_end=1663
-  _globals['_DELIVERY']._serialized_start=1665
-  _globals['_DELIVERY']._serialized_end=1771
-  _globals['_REASON']._serialized_start=1774
-  _globals['_REASON']._serialized_end=2101
+  _globals['_OUTCOME']._serialized_start=1577
+  _globals['_OUTCOME']._serialized_end=1770
+  _globals['_DELIVERY']._serialized_start=1772
+  _globals['_DELIVERY']._serialized_end=1878
+  _globals['_REASON']._serialized_start=1881
+  _globals['_REASON']._serialized_end=2208
   _globals['_CANCELJOBREQUEST']._serialized_start=113
-  _globals['_CANCELJOBREQUEST']._serialized_end=390
-  _globals['_KIIEXUSERREPORT']._serialized_start=392
-  _globals['_KIIEXUSERREPORT']._serialized_end=433
-  _globals['_KIIEXQUOTE']._serialized_start=436
-  _globals['_KIIEXQUOTE']._serialized_end=594
-  _globals['_ZUORAREPORTRUN']._serialized_start=596
-  _globals['_ZUORAREPORTRUN']._serialized_end=635
-  _globals['_LEGRESULT']._serialized_start=638
-  _globals['_LEGRESULT']._serialized_end=830
-  _globals['_CANCELJOBRESPONSE']._serialized_start=833
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1311
-  _globals['_ATTEMPT']._serialized_start=1314
-  _globals['_ATTEMPT']._serialized_end=1490
-  _globals['_CANCELLATIONGATEWAY']._serialized_start=2103
-  _globals['_CANCELLATIONGATEWAY']._serialized_end=2208
+  _globals['_CANCELJOBREQUEST']._serialized_end=442
+  _globals['_KIIEXUSERREPORT']._serialized_start=444
+  _globals['_KIIEXUSERREPORT']._serialized_end=485
+  _globals['_KIIEXQUOTE']._serialized_start=488
+  _globals['_KIIEXQUOTE']._serialized_end=646
+  _globals['_ZUORAREPORTRUN']._serialized_start=648
+  _globals['_ZUORAREPORTRUN']._serialized_end=687
+  _globals['_LEGRESULT']._serialized_start=690
+  _globals['_LEGRESULT']._serialized_end=882
+  _globals['_CANCELJOBRESPONSE']._serialized_start=885
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1395
+  _globals['_ATTEMPT']._serialized_start=1398
+  _globals['_ATTEMPT']._serialized_end=1574
+  _globals['_CANCELLATIONGATEWAY']._serialized_start=2210
+  _globals['_CANCELLATIONGATEWAY']._serialized_end=2315
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,8 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     was lost may have canceled it, and what the upstream says now fits either
     case. Not retryable as is: ask again with wait_for_confirmation.
     """
+    OUTCOME_VALIDATED: _Outcome.ValueType  # 7
+    """A validate_only call passed every check a real call would pass; nothing was sent."""
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -62,6 +64,8 @@ OUTCOME_UNKNOWN: Outcome.ValueType  # 6
 was lost may have canceled it, and what the upstream says now fits either
 case. Not retryable as is: ask again with wait_for_confirmation.
 """
+OUTCOME_VALIDATED: Outcome.ValueType  # 7
+"""A validate_only call passed every check a real call would pass; nothing was sent."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 class _Delivery:
@@ -135,15 +139,28 @@ class CancelJobRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     WAIT_FOR_CONFIRMATION_FIELD_NUMBER: _builtins.int
     CONNECTION_FIELD_NUMBER: _builtins.int
+    CANCELLATION_REASON_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """The same key with the same request answers the stored envelope again
     (`replayed` set) without calling the upstream; with another request it is
-    INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED. See README, "Idempotency".
+    INVALID_ARGUMENT / IDEMPOTENCY_KEY_REUSED. See docs/STATUS_CODES.md, "Idempotency keys".
     """
     wait_for_confirmation: _builtins.bool
     """Poll the upstream's read API until the cancel is confirmed."""
     connection: _builtins.str
     """A configured upstream connection; empty = the default one for the job's upstream."""
+    cancellation_reason: _builtins.str
+    """Why the job is canceled, for the audit trail: free text, at most 512 printable
+    characters, trimmed. Kept in the call's log line, its span and its idempotency
+    record (a keyed retry's record keeps the first call's); never in a metric label.
+    Not part of what makes two keyed requests "the same".
+    """
+    validate_only: _builtins.bool
+    """Authenticate, authorize, validate, rate-limit and route the call exactly as a real
+    one, then stop: no upstream request, no login, no idempotency record, no breaker
+    or bulkhead slot. Answers OUTCOME_VALIDATED, or the refusal a real call would get.
+    """
     @_builtins.property
     def kiiex_user_report(self) -> Global___KiiexUserReport: ...
     @_builtins.property
@@ -159,10 +176,12 @@ class CancelJobRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         wait_for_confirmation: _builtins.bool = ...,
         connection: _builtins.str = ...,
+        cancellation_reason: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "kiiex_quote", b"kiiex_quote", "kiiex_user_report", b"kiiex_user_report", "zuora_report_run", b"zuora_report_run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "idempotency_key", b"idempotency_key", "job", b"job", "kiiex_quote", b"kiiex_quote", "kiiex_user_report", b"kiiex_user_report", "wait_for_confirmation", b"wait_for_confirmation", "zuora_report_run", b"zuora_report_run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "connection", b"connection", "idempotency_key", b"idempotency_key", "job", b"job", "kiiex_quote", b"kiiex_quote", "kiiex_user_report", b"kiiex_user_report", "validate_only", b"validate_only", "wait_for_confirmation", b"wait_for_confirmation", "zuora_report_run", b"zuora_report_run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_job: _TypeAlias = _typing.Literal["kiiex_user_report", "kiiex_quote", "zuora_report_run"]  # noqa: Y015
     _WhichOneofArgType_job: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
@@ -308,6 +327,7 @@ class CancelJobResponse(_message.Message):
     UPSTREAM_RESPONSE_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
     ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
+    UPSTREAM_RESPONSE_JSON_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     reason: Global___Reason.ValueType
     retryable: _builtins.bool
@@ -319,6 +339,10 @@ class CancelJobResponse(_message.Message):
     attempts: _builtins.int
     replayed: _builtins.bool
     request_id: _builtins.str
+    upstream_response_json: _builtins.str
+    """The same scrubbed upstream body as upstream_response, as JSON text: integers exactly
+    as the upstream sent them (a Struct holds every number as a double).
+    """
     @_builtins.property
     def legs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LegResult]: ...
     @_builtins.property
@@ -356,10 +380,11 @@ class CancelJobResponse(_message.Message):
         upstream_response: _struct_pb2.Struct | None = ...,
         retry_after: _duration_pb2.Duration | None = ...,
         attempt_history: _abc.Iterable[Global___Attempt] | None = ...,
+        upstream_response_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after", "upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "legs", b"legs", "message", b"message", "operation", b"operation", "outcome", b"outcome", "reason", b"reason", "replayed", b"replayed", "request_id", b"request_id", "retry_after", b"retry_after", "retryable", b"retryable", "upstream", b"upstream", "upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "legs", b"legs", "message", b"message", "operation", b"operation", "outcome", b"outcome", "reason", b"reason", "replayed", b"replayed", "request_id", b"request_id", "retry_after", b"retry_after", "retryable", b"retryable", "upstream", b"upstream", "upstream_latency", b"upstream_latency", "upstream_response", b"upstream_response", "upstream_response_json", b"upstream_response_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -46,7 +46,7 @@ class CancellationGatewayServicer:
 
     def CancelJob(self, request, context):
         """Cancels one upstream job. The gRPC status describes the gateway call; the
-        envelope describes the cancellation (see README, "Status codes").
+        envelope describes the cancellation (see docs/STATUS_CODES.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,7 @@ class CancellationGatewayStub:
     def __new__(cls, channel: _aio.Channel) -> CancellationGatewayAsyncStub: ...
     CancelJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.CancelJobResponse]
     """Cancels one upstream job. The gRPC status describes the gateway call; the
-    envelope describes the cancellation (see README, "Status codes").
+    envelope describes the cancellation (see docs/STATUS_CODES.md).
     """
 
 @_typing.type_check_only
@@ -45,7 +45,7 @@ class CancellationGatewayAsyncStub(CancellationGatewayStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CancelJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.CancelJobResponse]  # type: ignore[assignment]
     """Cancels one upstream job. The gRPC status describes the gateway call; the
-    envelope describes the cancellation (see README, "Status codes").
+    envelope describes the cancellation (see docs/STATUS_CODES.md).
     """
 
 class CancellationGatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -56,7 +56,7 @@ class CancellationGatewayServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CancelJobResponse, _abc.Awaitable[_gateway_pb2.CancelJobResponse]]:
         """Cancels one upstream job. The gRPC status describes the gateway call; the
-        envelope describes the cancellation (see README, "Status codes").
+        envelope describes the cancellation (see docs/STATUS_CODES.md).
         """
 
 def add_CancellationGatewayServicer_to_server(servicer: CancellationGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,7 +2,8 @@
 
 Exit codes (`Exit`), one per thing a script would do differently:
 
-    0  ACCEPTED, CANCELED or ALREADY_CANCELED: the cancel went through
+    0  ACCEPTED, CANCELED or ALREADY_CANCELED: the cancel went through; or, with
+       --validate-only, VALIDATED: it would go through (nothing was sent)
     2  usage: a bad option or value, or options that must not go together
     3  FAILED: nothing was canceled (the envelope says why; `retryable` says whether to retry)
     4  PARTIAL: some legs were canceled, some not
@@ -59,6 +60,7 @@ _BY_OUTCOME = {
     gateway_pb2.OUTCOME_ACCEPTED: Exit.OK,
     gateway_pb2.OUTCOME_CANCELED: Exit.OK,
     gateway_pb2.OUTCOME_ALREADY_CANCELED: Exit.OK,
+    gateway_pb2.OUTCOME_VALIDATED: Exit.OK,
     gateway_pb2.OUTCOME_FAILED: Exit.FAILED,
     gateway_pb2.OUTCOME_PARTIAL: Exit.PARTIAL,
 }
@@ -107,6 +109,10 @@ def _options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     add("--connection", default=default(""), help="configured connection (empty: the default)")
     add("--confirm", action="store_true", default=default(False),
         help="wait for the upstream's read API to show the job canceled")  # fmt: skip
+    add("--reason", default=default(""),
+        help="why, for the audit trail (at most 512 printable characters)")  # fmt: skip
+    add("--validate-only", action="store_true", default=default(False),
+        help="check credentials, permissions, the request and its route; send nothing")  # fmt: skip
     add("--idempotency-key", default=default(""),
         help="the same key again replays the stored answer, never cancels twice")  # fmt: skip
     add("--request-id", default=default(""),
@@ -167,6 +173,8 @@ def _request(args: argparse.Namespace) -> gateway_pb2.CancelJobRequest:
         connection=args.connection,
         wait_for_confirmation=args.confirm,
         idempotency_key=args.idempotency_key,
+        cancellation_reason=args.reason,
+        validate_only=args.validate_only,
     )
     kind: type[JobKind] = args.kind
     message = getattr(request, kind.proto_field)
@@ -199,7 +207,8 @@ def _print_envelope(response: gateway_pb2.CancelJobResponse, as_json: bool) -> N
         return
     outcome = gateway_pb2.Outcome.Name(response.outcome).removeprefix("OUTCOME_")
     reason = gateway_pb2.Reason.Name(response.reason).removeprefix("REASON_")
-    print(f"{outcome} ({reason}) {response.upstream} {response.operation}")
+    because = f" ({reason})" if response.reason != gateway_pb2.REASON_UNSPECIFIED else ""
+    print(f"{outcome}{because} {response.upstream} {response.operation}")
     print(f"  {response.message}")
     print(
         f"  retryable={response.retryable} attempts={response.attempts} "

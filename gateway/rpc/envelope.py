@@ -101,6 +101,8 @@ def request_from_proto(
         wait_for_confirmation=request.wait_for_confirmation,
         request_id=request_id,
         caller=caller,
+        cancellation_reason=request.cancellation_reason,
+        validate_only=request.validate_only,
     )
 
 
@@ -136,6 +138,17 @@ def _struct_of_text(text: str) -> struct_pb2.Struct:
     except (ValueError, TypeError, OverflowError):
         return _truncated(text)
     return struct if struct.ByteSize() <= _MAX_BODY else _truncated(text)
+
+
+def _json(body: JsonValue) -> str:
+    """The body as JSON text, integers as sent (a Struct makes every number a double); cut
+    to the same bound as the Struct, in the same `{truncated, text}` form."""
+    if body is None:
+        return ""
+    text = _text_of(body)
+    if len(text) > _MAX_BODY:
+        return _text_of({"truncated": True, "text": text[:_MAX_TEXT]})
+    return text
 
 
 def _truncated(text: str) -> struct_pb2.Struct:
@@ -192,6 +205,7 @@ def response_to_proto(result: CancelResult) -> gateway_pb2.CancelJobResponse:
         replayed=result.replayed,
         request_id=result.request_id,
         upstream_response=_struct(result.upstream_response),
+        upstream_response_json=_json(result.upstream_response),
         retry_after=retry_after,
         attempt_history=[_attempt_to_proto(attempt) for attempt in result.history],
     )

@@ -39,12 +39,16 @@ from gateway.rpc.envelope import (
 )
 from gateway.rpc.status import rich_status
 
-SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"].full_name
+SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["CancellationGateway"]
+SERVICE_NAME = SERVICE.full_name
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 # What the server span repeats of the log line: enough to find and judge the call (every
 # attribute costs a few microseconds in the SDK).
-_TRACED = ("request_id", "caller", "job", "connection", "outcome", "reason", "attempts")
+_TRACED = (
+    "request_id", "caller", "job", "connection", "outcome", "reason", "attempts",
+    "cancellation_reason",
+)  # fmt: skip
 log = logging.getLogger(__name__)
 
 
@@ -128,20 +132,24 @@ class CancellationService:
         context: grpc.aio.ServicerContext,
         line: dict[str, object],
     ) -> CancelResult:
+        caller = current_caller() or self._callers.anonymous()  # identified before all else
         kind = job_kind_of(request, self._registry)
         line["job_ids"] = ids_as_sent(kind, request)
-        caller = self._admitted(kind, request.connection)
+        self._admit(caller, kind, request.connection)
         cancel = request_from_proto(request, kind, request_id=request_id, caller=caller.name)
         line["job_ids"] = job_values(cancel.job)
+        line["cancellation_reason"] = cancel.cancellation_reason
+        if cancel.validate_only:
+            line["validate_only"] = True
         route = self._router.route(cancel.job, cancel.connection)
         line["connection"] = route.settings.name
         deadline = Deadline.for_caller(context.time_remaining())
         return await self._pipeline.cancel(route, cancel, deadline)
 
-    def _admitted(self, kind: type[JobKind], connection: str) -> Caller:
-        """The caller, once it may cancel this job kind on this connection, within its rate:
-        checked before the connection lookup, so a stranger learns nothing of connections."""
-        caller = current_caller() or self._callers.anonymous()
+    def _admit(self, caller: Caller, kind: type[JobKind], connection: str) -> None:
+        """Refuses unless the caller may cancel this job kind on this connection, within its
+        rate: checked before the connection lookup, so a stranger learns nothing of
+        connections."""
         connection = connection or self._router.default_name(kind.upstream)
         try:
             self._callers.admit(caller, kind.proto_field, connection)
@@ -149,7 +157,6 @@ class CancellationService:
             self._metrics.refused(refused)
             raise
         self._metrics.caller_calls.labels(caller.name).inc()
-        return caller
 
     def _decoded(
         self, request: gateway_pb2.CancelJobRequest | Undecodable

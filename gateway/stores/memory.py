@@ -32,6 +32,8 @@ class _Record:
     # Kept encoded, as Redis keeps them, so that both stores exercise the same codec.
     attempts: str = "[]"
     result: str = ""
+    reason: str = ""
+    """The first call's cancellation_reason."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -42,12 +44,21 @@ class MemoryStore:
         self._records: OrderedDict[str, _Record] = OrderedDict()
 
     async def claim(
-        self, key: str, *, fingerprint: str, owner: str, lease: float, ttl: float
+        self,
+        key: str,
+        *,
+        fingerprint: str,
+        owner: str,
+        lease: float,
+        ttl: float,
+        reason: str = "",
     ) -> Claim:
         now = self._clock()
         record = self._live(key, now)
         if record is None:
-            self._records[key] = _Record(fingerprint, RUNNING, owner, now + lease, now + ttl)
+            self._records[key] = _Record(
+                fingerprint, RUNNING, owner, now + lease, now + ttl, reason=reason
+            )
             self._bound()
             return Claim("new")
         if record.fingerprint != fingerprint:

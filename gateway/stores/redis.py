@@ -3,7 +3,8 @@ only by Lua scripts, so a claim, a lease check and a takeover are each one atomi
 Leases are read off Redis's own clock (`TIME`), so replicas never compare theirs.
 
 Fields: `fp` (fingerprint), `state`, `owner`, `lease` (ms on Redis's clock), `attempts` and
-`result` (JSON, `gateway.idempotency`'s codec). The key expires `ttl` after the last write.
+`result` (JSON, `gateway.idempotency`'s codec), `reason` (the first call's
+cancellation_reason, never rewritten). The key expires `ttl` after the last write.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ local fp, state, owner, lease, attempts, result =
   unpack(redis.call('HMGET', KEYS[1], 'fp', 'state', 'owner', 'lease', 'attempts', 'result'))
 if not fp then
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'running', 'owner', ARGV[2],
-             'lease', now + tonumber(ARGV[3]), 'attempts', '[]', 'result', '')
+             'lease', now + tonumber(ARGV[3]), 'attempts', '[]', 'result', '',
+             'reason', ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'new', '[]', ''}
 end
@@ -98,10 +100,17 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
 
     async def claim(
-        self, key: str, *, fingerprint: str, owner: str, lease: float, ttl: float
+        self,
+        key: str,
+        *,
+        fingerprint: str,
+        owner: str,
+        lease: float,
+        ttl: float,
+        reason: str = "",
     ) -> Claim:
         status, attempts, result = await self._run(
-            self._claim, key, fingerprint, owner, _ms(lease), _ms(ttl)
+            self._claim, key, fingerprint, owner, _ms(lease), _ms(ttl), reason
         )
         return Claim(status, decode_attempts(attempts), decode_result(result))
 

@@ -71,15 +71,33 @@ async def test_sandbox_examples_work_as_printed(
     process, banner = sandbox_process
     examples = re.findall(r"^\s+\.venv/bin/cancelgw (cancel .+)$", banner, re.MULTILINE)
     outputs = [await _run(*example.split()) for example in examples]
-    assert [(code, out.split(" ")[:3]) for code, out, _ in outputs] == [
-        (0, ["ACCEPTED", "(UNSPECIFIED)", "kiiex"]),
+    assert [(code, out.split()[:3]) for code, out, _ in outputs] == [
+        (0, ["ACCEPTED", "kiiex", "CancelUserReport"]),  # no reason: none in brackets
         (3, ["FAILED", "(NOT_FOUND)", "kiiex"]),
-        (0, ["ACCEPTED", "(UNSPECIFIED)", "kiiex"]),
-        (0, ["CANCELED", "(UNSPECIFIED)", "zuora"]),
+        (0, ["ACCEPTED", "kiiex", "CancelQuote"]),
+        (0, ["CANCELED", "zuora", "DeleteReportRun"]),
         (3, ["FAILED", "(NOT_FOUND)", "zuora"]),
     ]
     process.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(process.wait(), STARTUP_SECONDS) == 0
+
+
+async def test_validate_only_exits_0_and_a_reason_too_long_is_a_gateway_error(
+    sandbox_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    _, banner = sandbox_process
+    run = "ff808081529f4e3401529fd61f080074"
+    target = ("--target", _target(banner))
+    code, out, _ = await _run("cancel", *target, "--validate-only", "--reason", "rehearsal",
+                              "zuora-run", run)  # fmt: skip
+    assert code == 0
+    assert out.split()[:3] == ["VALIDATED", "zuora", "DeleteReportRun"]
+    assert "would cancel zuora DeleteReportRun" in out
+    code, _, err = await _run("cancel", *target, "--reason", "x" * 600, "zuora-run", run)
+    assert code == 6
+    assert "cancellation_reason: must be at most 512 characters" in err
+    code, out, _ = await _run("cancel", *target, "--json", "zuora-run", run)
+    assert (code, json.loads(out)["outcome"]) == (0, "OUTCOME_CANCELED")  # the rehearsal left it
 
 
 async def test_cancel_prints_the_bad_field_and_fails(

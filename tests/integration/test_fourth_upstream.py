@@ -85,7 +85,7 @@ def test_a_fourth_upstream_is_one_package_and_one_line(tmp_path: Path) -> None:
     assert "ticketing-job --priority 2 T1001" in seen["banner"]
     assert seen["example"] == "ticketing-job --priority 2 T1001"
     code, printed = seen["cli"]
-    assert (code, printed.split()[:3]) == (0, ["CANCELED", "(UNSPECIFIED)", "ticketing"])
+    assert (code, printed.split()[:3]) == (0, ["CANCELED", "ticketing", "CloseTicket"])
     assert seen["again"] == {"outcome": "OUTCOME_FAILED", "legs": 1}  # closed already: 404
     assert seen["invalid"]["code"] == "INVALID_ARGUMENT"
     assert "ticketing_job.ticket_id: must be letters and digits" in seen["invalid"]["details"]

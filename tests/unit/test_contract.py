@@ -66,10 +66,11 @@ def test_contract_fields_keep_their_names_and_numbers(message: str) -> None:
 def test_contract_enums_keep_their_values() -> None:
     outcomes = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Outcome"])
     reasons = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Reason"])
-    assert list(outcomes.values()) == list(range(7))
+    assert list(outcomes.values()) == list(range(8))
     assert list(reasons.values()) == list(range(12))
     assert outcomes["OUTCOME_PARTIAL"] == 4
     assert outcomes["OUTCOME_UNKNOWN"] == 6
+    assert outcomes["OUTCOME_VALIDATED"] == 7
     assert reasons["REASON_NOT_CONFIRMED"] == 11
     deliveries = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Delivery"])
     assert deliveries == {"DELIVERY_UNSPECIFIED": 0, "DELIVERY_ANSWERED": 1,
