@@ -49,6 +49,14 @@ class ConnectionSettings(Section, frozen=True):
     timeout: Annotated[
         Seconds, about("per upstream call, further capped by the caller's deadline")
     ] = field(default=5.0, name="timeout_seconds")
+    connect_timeout: Annotated[
+        Seconds,
+        about(
+            "getting a connection (TCP, a proxy's CONNECT, TLS): a connect that does not "
+            "complete in time never sent anything, and is retried",
+            default="min(3, `timeout_seconds`)",
+        ),
+    ] = field(default=0.0, name="connect_timeout_seconds")
     max_in_flight: Annotated[
         Count,
         about(
@@ -74,6 +82,13 @@ class ConnectionSettings(Section, frozen=True):
     """What only its upstream reads: an instance of that upstream's `options` section."""
 
     def __post_init__(self) -> None:
+        if self.connect_timeout == 0:  # not given
+            settle(self, "connect_timeout", min(3.0, self.timeout))
+        elif self.connect_timeout > self.timeout:
+            raise invalid(
+                "connect_timeout_seconds",
+                f"{self.connect_timeout:g}s is more than timeout_seconds ({self.timeout:g}s)",
+            )
         if self.pool_size == 0:  # not given
             settle(self, "pool_size", min(8, self.max_in_flight))
         elif self.pool_size > self.max_in_flight:

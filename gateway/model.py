@@ -41,6 +41,8 @@ class Reason(enum.Enum):
     TIMEOUT = 9
     BAD_UPSTREAM_RESPONSE = 10
     NOT_CONFIRMED = 11
+    CONNECTION_MISCONFIGURED = 12
+    """The connection's configuration stops it: never retried, never an outage."""
 
 
 class Delivery(enum.Enum):

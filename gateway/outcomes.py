@@ -29,6 +29,7 @@ from gateway.upstream import ConfirmState, LegCheck
 # an outage. Used to pick "the more telling leg" when several legs failed differently.
 _MOST_TELLING_FIRST = (
     Reason.UNAUTHORIZED,
+    Reason.CONNECTION_MISCONFIGURED,
     Reason.INVALID_REQUEST,
     Reason.NOT_FOUND,
     Reason.NOT_SUPPORTED,
@@ -191,7 +192,8 @@ def circuit_open(
         retryable=True,
         message=(
             f"circuit open for connection {connection}: {job.upstream} failed "
-            f"{breaker.consecutive_failures} times in a row, so it was not called; {after}"
+            f"{breaker.consecutive_failures} times in a row (the last: "
+            f"{breaker.last_outage or 'not recorded'}), so it was not called; {after}"
         ),
         upstream=job.upstream,
         operation=job.operation,

@@ -56,10 +56,13 @@ from gateway.outcomes import (
     validated,
 )
 from gateway.resilience import (
+    CircuitBreaker,
     Deadline,
     Permit,
     backoff_delays,
+    is_misconfigured,
     is_outage,
+    outage_of,
     retry_target,
     worth_retrying,
 )
@@ -254,7 +257,7 @@ class Pipeline:
             call.history.append(
                 replace(pending, delivery=reply.delivery, legs=reply.legs, latency=seconds)
             )
-            call.route.breaker.record(permit, outage=is_outage(reply))
+            _record(call.route.breaker, permit, reply)
         await call.ledger.answered(call.history)
         # An answer that came back is worth sending even now (ANSWER_MARGIN leaves the time);
         # no answer by the deadline is the caller's DEADLINE_EXCEEDED.
@@ -410,3 +413,12 @@ def _confirmation(states: list[ConfirmState]) -> str:
     if ConfirmState.REFUTED in states:
         return "refuted"
     return "confirmed" if all(s is ConfirmState.CONFIRMED for s in states) else "not_confirmed"
+
+
+def _record(breaker: CircuitBreaker, permit: Permit, reply: UpstreamReply) -> None:
+    """An attempt's result, as the breaker counts it: a misconfiguration not at all."""
+    if is_misconfigured(reply):
+        breaker.abandon(permit)
+        return
+    outage = is_outage(reply)
+    breaker.record(permit, outage=outage, cause=outage_of(reply) if outage else "")

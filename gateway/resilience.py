@@ -144,6 +144,19 @@ def is_outage(reply: UpstreamReply) -> bool:
     return bool(reply.legs) and all(leg.reason in OUTAGE_REASONS for leg in reply.legs)
 
 
+def is_misconfigured(reply: UpstreamReply) -> bool:
+    """The connection's own configuration stopped the call: it says nothing of the
+    upstream's health, so the breaker neither counts it nor is reset by it."""
+    return any(leg.reason is Reason.CONNECTION_MISCONFIGURED for leg in reply.legs)
+
+
+def outage_of(reply: UpstreamReply) -> str:
+    """What an outage looked like, for the envelope of a circuit it opened."""
+    leg = reply.legs[0]
+    said = leg.upstream_message or leg.detail or leg.upstream_code
+    return f"{leg.reason.name}: {said}" if said else leg.reason.name
+
+
 class CircuitState(enum.IntEnum):
     """Values are what `cancelgw_circuit_state` exports."""
 
@@ -171,6 +184,8 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._trial_running = False
         self._generation = 0
+        self.last_outage = ""
+        """What the latest outage it counted looked like (`outage_of`)."""
 
     @property
     def state(self) -> CircuitState:
@@ -202,8 +217,9 @@ class CircuitBreaker:
         self._generation += 1  # half-open: from now on only the trial's result counts
         return Permit(trial=True, generation=self._generation)
 
-    def record(self, permit: Permit, outage: bool) -> None:
-        """The result of a permitted call: an outage (see `is_outage`) or an answer."""
+    def record(self, permit: Permit, outage: bool, cause: str = "") -> None:
+        """The result of a permitted call: an outage (see `is_outage`, `cause` saying what it
+        looked like) or an answer."""
         if permit.trial:
             self._trial_running = False
         if permit.generation != self._generation:
@@ -214,6 +230,7 @@ class CircuitBreaker:
             self._failures, self._opened_at = 0, None
             return
         self._failures += 1
+        self.last_outage = cause or self.last_outage
         if permit.trial or self._failures >= self._settings.failure_threshold:
             self._opened_at = self._clock()
             self._generation += 1

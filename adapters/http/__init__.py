@@ -1,7 +1,8 @@
 """The shared HTTP edge every upstream package builds on; it names no upstream.
 
     _engine    one httpx2 client per connection (and one for its logins), answers bounded
-    _send      `send`: transport failures as table keys, what a cancel's request became
+    _send      `send`: transport failures as table keys (unreachable or misconfigured)
+    _delivery  what a cancel's request became: NOT_SENT until it has a connection
     _bodies    parsing an answer once, redaction, Retry-After
     _codes     the code-table rows every upstream shares, and the lookups through a table
     _guard     `answered`: the one guard every adapter call runs in
@@ -18,12 +19,14 @@ Failures inside an adapter call, as the guard catches them:
 from adapters.http._bodies import SECRET_FIELDS, Decoded, Redactor, json_body, retry_after
 from adapters.http._codes import (
     COMMON_CODES,
+    MISCONFIGURED,
     TIMEOUT,
     UNREACHABLE,
     UNREADABLE,
     failed_reply,
     status_key,
 )
+from adapters.http._delivery import Exchange
 from adapters.http._engine import (
     MAX_RESPONSE_BYTES,
     OPERATION,
@@ -34,12 +37,13 @@ from adapters.http._engine import (
     login_client,
 )
 from adapters.http._guard import AuthRefused, UpstreamFailure, answered
-from adapters.http._send import Exchange, operation_of, send
+from adapters.http._send import operation_of, send
 from adapters.http._sessions import SharedLogin
 
 __all__ = [
     "COMMON_CODES",
     "MAX_RESPONSE_BYTES",
+    "MISCONFIGURED",
     "OPERATION",
     "SECRET_FIELDS",
     "TIMEOUT",

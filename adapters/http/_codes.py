@@ -12,14 +12,24 @@ from gateway.upstream import CodeTable
 UNREACHABLE = "unreachable"
 TIMEOUT = "timeout"
 UNREADABLE = "unreadable"
+MISCONFIGURED = "misconfigured"
 
 COMMON_CODES: CodeTable = {
     UNREACHABLE: Verdict(
-        Outcome.FAILED, Reason.UPSTREAM_UNAVAILABLE, True, "connection refused, reset or lost"
+        Outcome.FAILED,
+        Reason.UPSTREAM_UNAVAILABLE,
+        True,
+        "no connection (DNS, refused, connect timeout, proxy down), or one reset or lost",
     ),
     TIMEOUT: Verdict(Outcome.FAILED, Reason.TIMEOUT, True, "no answer within the time budget"),
     UNREADABLE: Verdict(
         Outcome.FAILED, Reason.BAD_UPSTREAM_RESPONSE, False, "a body of no documented shape"
+    ),
+    MISCONFIGURED: Verdict(
+        Outcome.FAILED,
+        Reason.CONNECTION_MISCONFIGURED,
+        False,
+        "the connection's configuration: certificate, client certificate, proxy, URL, redirect",
     ),
 }
 

@@ -17,6 +17,7 @@ import aiohttp
 import httpx2
 from httpx_aiohttp.httpx2 import AiohttpTransport
 
+from adapters.http._delivery import connected, trace_config
 from gateway.connection import ConnectionSettings
 from gateway.model import JsonValue
 
@@ -26,18 +27,25 @@ OPERATION = "cancelgw.operation"
 operation is the HTTP method: never a path, which may hold an id, so the label stays bounded."""
 
 
-class _OnceTransport(AiohttpTransport):
-    """httpx-aiohttp's transport, on a session that never repeats a request by itself.
+class EngineTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, on a session of the gateway's own making:
 
-    aiohttp quietly sends an idempotent request (DELETE, GET) again when a reused connection
-    turns out to be closed; the repeat of a cancel whose first copy landed would then answer
-    "already canceled" with no trace of the first. The gateway decides about repeats (and
-    shows each one), so the session's private switch is turned off; if aiohttp drops it,
-    this fails at the first request rather than repeat cancels unseen.
+    - it never repeats a request by itself: aiohttp quietly sends an idempotent request
+      (DELETE, GET) again when a reused connection turns out to be closed, and the repeat
+      of a cancel whose first copy landed would answer "already canceled" with no trace of
+      the first. The gateway decides about repeats (and shows each one), so the session's
+      private switch is turned off; if aiohttp drops it, this fails at the first request
+      rather than repeat cancels unseen;
+    - it tells when a request has a connection (`_delivery.trace_config`), so a connect
+      that never completed is reported NOT_SENT.
     """
 
     def get_client(self) -> aiohttp.ClientSession:
-        session = super().get_client()
+        limit = self.limits.max_connections or 0
+        connector = aiohttp.TCPConnector(
+            limit=limit, keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context
+        )
+        session = aiohttp.ClientSession(connector=connector, trace_configs=[trace_config()])
         if not hasattr(session, "_retry_connection"):
             raise RuntimeError("aiohttp no longer lets its hidden request retries be turned off")
         session._retry_connection = False
@@ -62,8 +70,13 @@ class _Bounded(httpx2.AsyncBaseTransport):
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
         self._inner, self._limit = inner, limit
+        # Another transport (a test's) cannot say when a connection exists: its request
+        # counts as possibly delivered from the start.
+        self._reports_connections = isinstance(inner, EngineTransport)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if not self._reports_connections:
+            connected()
         response = await self._inner.handle_async_request(request)
         refusal = self._refusal(response.headers)
         if refusal is not None:
@@ -109,18 +122,20 @@ def engine_client(
     keep: int,
     base_url: str = "",
     timeout: float = 5.0,
+    connect_timeout: float | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> httpx2.AsyncClient:
     """An httpx2 client on the engine: at most `limit` connections, `keep` of them kept
     for reuse (aiohttp keeps its idle connections until they expire instead); every answer
-    bounded (`MAX_RESPONSE_BYTES`, identity encoding)."""
+    bounded (`MAX_RESPONSE_BYTES`, identity encoding); getting a connection (TCP, a proxy's
+    CONNECT, TLS) bounded apart, by `connect_timeout`."""
     limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=keep)
     return httpx2.AsyncClient(
         base_url=base_url,
         limits=limits,
-        timeout=timeout,
+        timeout=httpx2.Timeout(timeout, connect=connect_timeout or timeout),
         headers={"accept-encoding": "identity"},
-        transport=_Bounded(transport or _OnceTransport(limits=limits), MAX_RESPONSE_BYTES),
+        transport=_Bounded(transport or EngineTransport(limits=limits), MAX_RESPONSE_BYTES),
         follow_redirects=False,  # credentials are never sent on to another host
     )
 
@@ -136,6 +151,7 @@ def http_client(
         keep=connection.pool_size,
         base_url=base_url,
         timeout=connection.timeout,
+        connect_timeout=connection.connect_timeout,
         transport=transport,
     )
 
@@ -146,7 +162,12 @@ def login_client(
     """A client of its own for logins and token fetches, so they never queue behind cancels
     (one login serves every call of the connection, so one connection is enough)."""
     return engine_client(
-        limit=1, keep=1, base_url=base_url, timeout=connection.timeout, transport=transport
+        limit=1,
+        keep=1,
+        base_url=base_url,
+        timeout=connection.timeout,
+        connect_timeout=connection.connect_timeout,
+        transport=transport,
     )
 
 

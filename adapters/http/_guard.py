@@ -16,7 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from adapters.http._codes import TIMEOUT, UNREADABLE
+from adapters.http._codes import TIMEOUT, UNREACHABLE, UNREADABLE
+from adapters.http._delivery import still_connecting
 
 Answer = TypeVar("Answer")
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ async def answered(
         async with asyncio.timeout(timeout):
             return await call
     except TimeoutError:
-        failure = UpstreamFailure(TIMEOUT, f"no complete answer within {timeout:.2f}s")
+        failure = _out_of_time(timeout)
     except UpstreamFailure as raised:
         failure = raised
     except AuthRefused as refused:
@@ -62,3 +63,11 @@ async def answered(
         log.exception("could not read an upstream answer")
         failure = UpstreamFailure(UNREADABLE, "the upstream's answer could not be read")
     return on_failure(failure)
+
+
+def _out_of_time(timeout: float) -> UpstreamFailure:
+    """The whole budget ran out: while connecting, nothing was sent and the upstream is as
+    good as unreachable; after, an answer is missing."""
+    if still_connecting():
+        return UpstreamFailure(UNREACHABLE, f"no connection within {timeout:.2f}s")
+    return UpstreamFailure(TIMEOUT, f"no complete answer within {timeout:.2f}s")

@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 
 from adapters.http import (
+    MISCONFIGURED,
     OPERATION,
     UNREADABLE,
     AuthRefused,
@@ -239,6 +240,10 @@ def _login_body(response: httpx2.Response) -> dict[str, Any]:
         )
     if status in (401, 403):
         raise AuthRefused(f"AuthenticateUser: HTTP {status}")
+    if status == 404:  # no login there: the connection points at the wrong place
+        raise UpstreamFailure(
+            MISCONFIGURED, "AuthenticateUser answered HTTP 404: check base_url and path_prefix"
+        )
     if not response.is_success:
         key = status_key(CODES, status)
         raise UpstreamFailure(key, f"AuthenticateUser: HTTP {status}", retry_after(response))

@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 
 from adapters.http import (
+    MISCONFIGURED,
     OPERATION,
     UNREADABLE,
     AuthRefused,
@@ -251,6 +252,10 @@ class ZuoraAdapter:
             "POST", "/oauth/token", data=form, extensions={OPERATION: "OAuthToken"}
         )
         response = await send(self._logins, request, timeout)
+        if response.status_code == 404:  # no token endpoint there: the wrong host
+            raise UpstreamFailure(
+                MISCONFIGURED, "oauth/token answered HTTP 404: check base_url or data_center"
+            )
         if response.status_code in (400, 401, 403):
             raise AuthRefused(f"oauth/token: {_token_error(response)}")
         if not response.is_success:

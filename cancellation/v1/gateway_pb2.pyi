@@ -112,6 +112,12 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_TIMEOUT: _Reason.ValueType  # 9
     REASON_BAD_UPSTREAM_RESPONSE: _Reason.ValueType  # 10
     REASON_NOT_CONFIRMED: _Reason.ValueType  # 11
+    REASON_CONNECTION_MISCONFIGURED: _Reason.ValueType  # 12
+    """The connection's own configuration stops it (a certificate that fails verification,
+    a client certificate the upstream refuses, a proxy that refuses the CONNECT, a login
+    endpoint that is not there, a redirect): fix the config; not retried, and never
+    counted by the circuit breaker. `message` names the cause.
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper): ...
 
@@ -127,6 +133,12 @@ REASON_UPSTREAM_UNAVAILABLE: Reason.ValueType  # 8
 REASON_TIMEOUT: Reason.ValueType  # 9
 REASON_BAD_UPSTREAM_RESPONSE: Reason.ValueType  # 10
 REASON_NOT_CONFIRMED: Reason.ValueType  # 11
+REASON_CONNECTION_MISCONFIGURED: Reason.ValueType  # 12
+"""The connection's own configuration stops it (a certificate that fails verification,
+a client certificate the upstream refuses, a proxy that refuses the CONNECT, a login
+endpoint that is not there, a redirect): fix the config; not retried, and never
+counted by the circuit breaker. `message` names the cause.
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 @_typing.final

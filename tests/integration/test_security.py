@@ -316,11 +316,13 @@ async def test_upstream_https_is_verified(
         response = await stub.CancelJob(
             report_request(kiiex_sim.add_report()), metadata=_bearer(BOT_TOKEN)
         )
-    assert (response.outcome, response.reason) == (
+    assert (response.outcome, response.reason, response.retryable, response.attempts) == (
         pb.OUTCOME_FAILED,
-        pb.REASON_UPSTREAM_UNAVAILABLE,
+        pb.REASON_CONNECTION_MISCONFIGURED,  # the config's to mend: not retried
+        False,
+        1,
     )
-    assert "CERTIFICATE_VERIFY_FAILED" in response.legs[0].upstream_message
+    assert "certificate verification failed for 127.0.0.1" in response.message
     assert sum(kiiex_sim.calls.values()) == 0, "nothing was sent to an unverified host"
 
 
@@ -334,7 +336,11 @@ async def test_upstream_redirects_are_not_followed(start_gateway: Callable[..., 
             response = await stub.CancelJob(
                 report_request("8e3a7f52-1c9d-4b6e-a0f4-2d5b9c7e1a30"), metadata=_bearer(BOT_TOKEN)
             )
-    assert response.outcome == pb.OUTCOME_FAILED
+    assert (response.outcome, response.reason) == (
+        pb.OUTCOME_FAILED,
+        pb.REASON_CONNECTION_MISCONFIGURED,
+    )
+    assert f"redirected to '{target.url}/ap/AuthenticateUser'" in response.message
     assert sum(elsewhere.calls.values()) == 0, "the credentials were not sent on"
 
 

@@ -67,11 +67,12 @@ def test_contract_enums_keep_their_values() -> None:
     outcomes = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Outcome"])
     reasons = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Reason"])
     assert list(outcomes.values()) == list(range(8))
-    assert list(reasons.values()) == list(range(12))
+    assert list(reasons.values()) == list(range(13))
     assert outcomes["OUTCOME_PARTIAL"] == 4
     assert outcomes["OUTCOME_UNKNOWN"] == 6
     assert outcomes["OUTCOME_VALIDATED"] == 7
     assert reasons["REASON_NOT_CONFIRMED"] == 11
+    assert reasons["REASON_CONNECTION_MISCONFIGURED"] == 12
     deliveries = _values(gateway_pb2.DESCRIPTOR.enum_types_by_name["Delivery"])
     assert deliveries == {"DELIVERY_UNSPECIFIED": 0, "DELIVERY_ANSWERED": 1,
                           "DELIVERY_NO_ANSWER": 2, "DELIVERY_NOT_SENT": 3}  # fmt: skip

@@ -155,7 +155,8 @@ ADAPTERS = [
         (httpx2.ConnectError("refused"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
         (httpx2.RemoteProtocolError("reset"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
         (httpx2.ReadTimeout("slow"), "timeout", Reason.TIMEOUT),
-        (httpx2.PoolTimeout("pool"), "timeout", Reason.TIMEOUT),
+        # No connection in time (the pool's wait covers connecting): nothing was sent.
+        (httpx2.PoolTimeout("pool"), "unreachable", Reason.UPSTREAM_UNAVAILABLE),
     ],
 )
 async def test_no_answer_is_a_retryable_failure_on_every_leg(
@@ -175,3 +176,19 @@ async def test_no_answer_is_a_retryable_failure_on_every_leg(
     assert {(leg.outcome, leg.reason, leg.retryable, leg.upstream_code) for leg in reply.legs} == {
         (Outcome.FAILED, reason, True, code)
     }
+
+
+@pytest.mark.parametrize(("make", "job"), ADAPTERS)
+async def test_a_redirect_is_the_connections_misconfiguration_location_shown(
+    make: Callable[[httpx2.AsyncBaseTransport], Adapter], job: Job
+) -> None:
+    def moved(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(302, headers={"location": "https://elsewhere.example/api"})
+
+    adapter = make(httpx2.MockTransport(moved))
+    reply = await adapter.cancel(job, timeout=1.0)
+    await adapter.aclose()
+    assert {(leg.reason, leg.retryable, leg.upstream_code) for leg in reply.legs} == {
+        (Reason.CONNECTION_MISCONFIGURED, False, "misconfigured")
+    }
+    assert all("https://elsewhere.example/api" in leg.upstream_message for leg in reply.legs)

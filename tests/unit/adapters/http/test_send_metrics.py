@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from adapters.http import OPERATION, UpstreamFailure, send
+from adapters.http import MISCONFIGURED, OPERATION, UpstreamFailure, send
 from gateway.metrics import Metrics
 from gateway.upstream import observer, observing
 
@@ -44,7 +44,13 @@ async def test_each_answer_counts_under_its_status_class(
 ) -> None:
     async with _client(status) as client:
         with observing(metrics.connection("k", [], 1, lambda: 0)):
-            await send(client, _tagged(client, "/ap/CancelQuote", "CancelQuote"), 1.0)
+            request = _tagged(client, "/ap/CancelQuote", "CancelQuote")
+            if status == 302:  # a redirect: answered, and the config's to mend
+                with pytest.raises(UpstreamFailure) as redirected:
+                    await send(client, request, 1.0)
+                assert redirected.value.code == MISCONFIGURED
+            else:
+                await send(client, request, 1.0)
     assert _requests(metrics, "CancelQuote", status_class) == 1
     labels = {"connection": "k", "operation": "CancelQuote"}
     count = "cancelgw_upstream_request_duration_seconds_count"

@@ -86,8 +86,8 @@ async def test_each_code_row_normalizes_as_its_table_says(
 
 
 def test_every_table_row_has_a_test() -> None:
-    # unreachable and timeout: test_normalizer_properties.py, for every adapter at once.
-    tested = {*ROWS, "20", "HTTP 401", "unreachable", "timeout"}
+    # unreachable, timeout, misconfigured: test_normalizer_properties.py, for every adapter.
+    tested = {*ROWS, "20", "HTTP 401", "unreachable", "timeout", "misconfigured"}
     assert tested == set(CODES)
 
 
