@@ -27,9 +27,10 @@ test: $(BIN)/.installed tools $(BUF_STAMP)
 
 # Real parts the tests run: promtool (Debian package `prometheus`) checks the alert rules
 # and the live /metrics; redis-server (Debian package `redis-server`) backs the shared
-# idempotency store. Installed when missing and we are root with apt-get (CI, containers);
+# idempotency store; tinyproxy (Debian package `tinyproxy`) is the egress proxy the network
+# tests go through. Installed when missing and we are root with apt-get (CI, containers);
 # a policy-rc.d keeps the packages' own services from starting during the install.
-TOOLS := promtool:prometheus redis-server:redis-server
+TOOLS := promtool:prometheus redis-server:redis-server tinyproxy:tinyproxy
 
 tools:
 	@missing=""; for pair in $(TOOLS); do \

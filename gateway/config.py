@@ -10,6 +10,7 @@ the environment's overrides, and the rules that span sections.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import msgspec
 
 from gateway.auth import CallerSettings
 from gateway.connection import ConnectionSettings
+from gateway.egress import Egress, EgressError, egress_of
 from gateway.idempotency import IdempotencySettings
 from gateway.schema import ConfigError, Reading, Section, keys_of, reference_table
 from gateway.serving import ServerSettings
@@ -128,7 +130,47 @@ def _connection(
         )
     own = {key: value for key, value in table.items() if key not in _SHARED_KEYS}
     options = reading.section(own, schema, path)
-    return msgspec.structs.replace(settings, name=name, options=options)
+    base_url = str(getattr(options, "base_url", ""))  # every upstream's options have one
+    _check_plaintext(path, base_url, settings.allow_plaintext)
+    egress = _egress(reading, path, base_url, settings)
+    return msgspec.structs.replace(settings, name=name, options=options, egress=egress)
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _check_plaintext(path: str, base_url: str, allowed: bool) -> None:
+    """Credentials cross the network in clear over http:// to any host but this one."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or allowed or _loopback(parts.hostname or ""):
+        return
+    raise ConfigError(
+        f"{path}.allow_plaintext: {base_url} is http:// to {parts.hostname}, which is not "
+        "loopback: use https://, or set allow_plaintext = true"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _egress(reading: Reading, path: str, base_url: str, settings: ConnectionSettings) -> Egress:
+    try:
+        egress = egress_of(
+            base_url, settings.proxy, settings.proxy_credentials or "", reading.environ
+        )
+    except EgressError as error:
+        key = "proxy" if settings.proxy is not None else "proxy (from the environment)"
+        raise ConfigError(f"{path}.{key}: {error}") from None
+    password = egress.credentials.partition(":")[2]
+    if password:  # from the environment's proxy URL: a secret like any other
+        reading.secrets.append(password)
+    return egress
 
 
 def _idempotency(reading: Reading, table: object) -> IdempotencySettings:

@@ -8,7 +8,10 @@ from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta, field
 
-from gateway.schema import Count, Seconds, Section, about, invalid, settle
+from gateway import tls
+from gateway.egress import Egress
+from gateway.schema import Count, Seconds, Secret, Section, about, invalid, settle
+from gateway.tls import ClientCertificate
 
 
 class RetrySettings(Section, frozen=True):
@@ -36,7 +39,9 @@ class BreakerSettings(Section, frozen=True):
 class ConnectionSettings(Section, frozen=True):
     """One named upstream connection (`[connections.NAME]`)."""
 
-    derived: ClassVar[frozenset[str]] = frozenset({"name", "options"})
+    derived: ClassVar[frozenset[str]] = frozenset(
+        {"name", "options", "client_certificate", "egress"}
+    )
 
     upstream: Annotated[str, about("the upstream it reaches: a registered upstream's name")]
     default: Annotated[
@@ -76,6 +81,33 @@ class ConnectionSettings(Section, frozen=True):
         default=0.25, name="confirm_interval_seconds"
     )
     breaker: BreakerSettings = BreakerSettings()
+    ca_file: Annotated[
+        str,
+        about("a PEM bundle this connection trusts, instead of the system roots (none: those)"),
+    ] = ""
+    client_cert_file: Annotated[
+        str, about("a client certificate (PEM), for upstreams that require mutual TLS")
+    ] = ""
+    client_key_file: Annotated[str, about("its private key (PEM)")] = ""
+    proxy: Annotated[
+        str | None,
+        about(
+            "how it leaves: absent, the environment (HTTPS_PROXY, http_proxy, ALL_PROXY, "
+            'NO_PROXY, as curl reads them); "none", direct; or the proxy\'s http(s) URL, '
+            "without credentials"
+        ),
+    ] = None
+    proxy_credentials: Annotated[
+        Secret | None,
+        about("`user:password` for the proxy (Proxy-Authorization: Basic): its variable"),
+    ] = field(default=None, name="proxy_credentials_env")
+    allow_plaintext: Annotated[
+        bool, about("allow an http:// base URL to a host that is not loopback")
+    ] = False
+    client_certificate: ClientCertificate | None = None
+    """What the client certificate says of itself: read when the file is checked."""
+    egress: Egress = Egress()
+    """How it leaves (`gateway.egress`): decided when the file is read."""
     name: str = ""
     """The table's name (`billing-eu`): set by the reader, never a key."""
     options: Any = None
@@ -89,6 +121,9 @@ class ConnectionSettings(Section, frozen=True):
                 "connect_timeout_seconds",
                 f"{self.connect_timeout:g}s is more than timeout_seconds ({self.timeout:g}s)",
             )
+        self._check_trust()
+        if self.proxy_credentials is not None and ":" not in self.proxy_credentials:
+            raise invalid("proxy_credentials_env", "must hold user:password")
         if self.pool_size == 0:  # not given
             settle(self, "pool_size", min(8, self.max_in_flight))
         elif self.pool_size > self.max_in_flight:
@@ -97,3 +132,12 @@ class ConnectionSettings(Section, frozen=True):
                 f"keeps {self.pool_size} connections open, more than max_in_flight "
                 f"({self.max_in_flight}) can use",
             )
+
+    def _check_trust(self) -> None:
+        if self.ca_file:
+            tls.check_ca_bundle("ca_file", self.ca_file)
+        if bool(self.client_cert_file) != bool(self.client_key_file):
+            raise invalid("client_cert_file", "give both client_cert_file and client_key_file")
+        if self.client_cert_file:
+            checked = tls.check_client_pair(self.client_cert_file, self.client_key_file)
+            settle(self, "client_certificate", checked)

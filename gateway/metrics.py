@@ -217,6 +217,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.client_cert_expiry = Gauge(
+            f"{PREFIX}_upstream_client_cert_expiry_timestamp_seconds",
+            "When the connection's client certificate (client_cert_file) expires.",
+            ("connection",),
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
         self.token_refreshes = Counter(
             f"{PREFIX}_token_refreshes_total",
             "Logins to upstreams (session or OAuth token): ok, refused, or error.",
@@ -282,9 +289,12 @@ class Metrics:
         operations: Iterable[str],
         in_flight_limit: int,
         circuit_state: Callable[[], float],
+        client_cert_expires: float | None = None,
     ) -> ConnectionMetrics:
         """The metrics of one connection, its series created for `operations`."""
         self._sample(self.circuit_state.labels(name), circuit_state)
+        if client_cert_expires is not None:
+            self.client_cert_expiry.labels(name).set(client_cert_expires)
         self.in_flight.labels(name)
         self.in_flight_limit.labels(name).set(in_flight_limit)
         for result in TOKEN_RESULTS:

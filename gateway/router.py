@@ -78,5 +78,8 @@ def _route(
         operations=operations,
         in_flight_limit=settings.max_in_flight,
         circuit_state=lambda: breaker.state.value,
+        client_cert_expires=certificate.expires
+        if (certificate := settings.client_certificate)
+        else None,
     )
     return Route(settings, adapter, Bulkhead(settings.max_in_flight), breaker, connection_metrics)

@@ -35,6 +35,7 @@ from adapters.http._engine import (
     engine_client,
     http_client,
     login_client,
+    trust_of,
 )
 from adapters.http._guard import AuthRefused, UpstreamFailure, answered
 from adapters.http._send import operation_of, send
@@ -67,4 +68,5 @@ __all__ = [
     "retry_after",
     "send",
     "status_key",
+    "trust_of",
 ]

@@ -10,6 +10,8 @@ One client per connection for cancels and reads, one for its logins; every answe
 from __future__ import annotations
 
 import json
+import ssl
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +21,7 @@ from httpx_aiohttp.httpx2 import AiohttpTransport
 
 from adapters.http._delivery import connected, trace_config
 from gateway.connection import ConnectionSettings
+from gateway.egress import Egress
 from gateway.model import JsonValue
 
 OPERATION = "cancelgw.operation"
@@ -40,12 +43,28 @@ class EngineTransport(AiohttpTransport):
       that never completed is reported NOT_SENT.
     """
 
+    def __init__(self, *, egress: Egress | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self._egress = egress or Egress()
+
     def get_client(self) -> aiohttp.ClientSession:
         limit = self.limits.max_connections or 0
         connector = aiohttp.TCPConnector(
             limit=limit, keepalive_timeout=self.limits.keepalive_expiry, ssl=self.ssl_context
         )
-        session = aiohttp.ClientSession(connector=connector, trace_configs=[trace_config()])
+        egress = self._egress
+        user, _, password = egress.credentials.partition(":")
+        with warnings.catch_warnings():
+            # The session's proxy_auth is deprecated for aiohttp 4 in favour of per-request
+            # proxy headers, which httpx-aiohttp's transport does not pass on; the session's
+            # own default headers would reach the upstream too, through the tunnel.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                trace_configs=[trace_config()],
+                proxy=egress.proxy or None,
+                proxy_auth=aiohttp.BasicAuth(user, password) if egress.credentials else None,
+            )
         if not hasattr(session, "_retry_connection"):
             raise RuntimeError("aiohttp no longer lets its hidden request retries be turned off")
         session._retry_connection = False
@@ -123,19 +142,24 @@ def engine_client(
     base_url: str = "",
     timeout: float = 5.0,
     connect_timeout: float | None = None,
+    trust: ssl.SSLContext | None = None,
+    egress: Egress | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> httpx2.AsyncClient:
     """An httpx2 client on the engine: at most `limit` connections, `keep` of them kept
     for reuse (aiohttp keeps its idle connections until they expire instead); every answer
     bounded (`MAX_RESPONSE_BYTES`, identity encoding); getting a connection (TCP, a proxy's
-    CONNECT, TLS) bounded apart, by `connect_timeout`."""
+    CONNECT, TLS) bounded apart, by `connect_timeout`; TLS verified against `trust` (the
+    default roots when None); out through `egress` (direct when None)."""
     limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=keep)
+    verify = trust if trust is not None else True
+    engine = EngineTransport(limits=limits, verify=verify, egress=egress)
     return httpx2.AsyncClient(
         base_url=base_url,
         limits=limits,
         timeout=httpx2.Timeout(timeout, connect=connect_timeout or timeout),
         headers={"accept-encoding": "identity"},
-        transport=_Bounded(transport or EngineTransport(limits=limits), MAX_RESPONSE_BYTES),
+        transport=_Bounded(transport or engine, MAX_RESPONSE_BYTES),
         follow_redirects=False,  # credentials are never sent on to another host
     )
 
@@ -146,13 +170,8 @@ def http_client(
     """The client for a connection's cancels and reads. It may open as many connections as
     the bulkhead lets calls in (`max_in_flight`), so an attempt holding a slot never waits
     for a connection."""
-    return engine_client(
-        limit=connection.max_in_flight,
-        keep=connection.pool_size,
-        base_url=base_url,
-        timeout=connection.timeout,
-        connect_timeout=connection.connect_timeout,
-        transport=transport,
+    return _connection_client(
+        connection, base_url, transport, limit=connection.max_in_flight, keep=connection.pool_size
     )
 
 
@@ -161,14 +180,41 @@ def login_client(
 ) -> httpx2.AsyncClient:
     """A client of its own for logins and token fetches, so they never queue behind cancels
     (one login serves every call of the connection, so one connection is enough)."""
+    return _connection_client(connection, base_url, transport, limit=1, keep=1)
+
+
+def _connection_client(
+    connection: ConnectionSettings,
+    base_url: str,
+    transport: httpx2.AsyncBaseTransport | None,
+    *,
+    limit: int,
+    keep: int,
+) -> httpx2.AsyncClient:
     return engine_client(
-        limit=1,
-        keep=1,
+        limit=limit,
+        keep=keep,
         base_url=base_url,
         timeout=connection.timeout,
         connect_timeout=connection.connect_timeout,
+        trust=trust_of(connection),
+        egress=connection.egress,
         transport=transport,
     )
+
+
+def trust_of(connection: ConnectionSettings) -> ssl.SSLContext | None:
+    """The TLS context of a connection: its `ca_file` alone instead of the system roots,
+    and its client certificate for mutual TLS; None (the engine's default) without both."""
+    if not connection.ca_file and not connection.client_cert_file:
+        return None
+    if connection.ca_file:
+        context = ssl.create_default_context(cafile=connection.ca_file)
+    else:
+        context = httpx2.create_ssl_context()
+    if connection.client_cert_file:
+        context.load_cert_chain(connection.client_cert_file, connection.client_key_file)
+    return context
 
 
 class Requests:

@@ -22,6 +22,7 @@ from adapters.installed import REGISTRY
 from gateway import VERSION
 from gateway.auth import Callers
 from gateway.config import DRAIN_MARGIN, Config
+from gateway.connection import ConnectionSettings
 from gateway.drain import Drain
 from gateway.idempotency import IdempotencySettings, IdempotencyStore
 from gateway.metrics import MULTIPROCESS, Metrics, possible_results
@@ -54,6 +55,25 @@ def idempotency_store(settings: IdempotencySettings) -> IdempotencyStore:
 
         return RedisStore(settings.redis_url)
     return MemoryStore()
+
+
+def connection_fields(settings: ConnectionSettings) -> dict[str, object]:
+    """What the start-up log (and `cancelgw check`) says of a connection: where it goes, how
+    it leaves, what it trusts and who it is; never a secret."""
+    certificate = settings.client_certificate
+    return {
+        "connection": settings.name,
+        "upstream": settings.upstream,
+        "base_url": str(getattr(settings.options, "base_url", "")),
+        "leaves": settings.egress.describe(),
+        "trust": settings.ca_file or "system roots",
+        "client_certificate": (
+            f"{certificate.subject}, expires "
+            f"{time.strftime('%Y-%m-%d', time.gmtime(certificate.expires))}"
+            if certificate
+            else "none"
+        ),
+    }
 
 
 def prepare_job_metrics(metrics: Metrics, config: Config, registry: Registry) -> None:
@@ -89,6 +109,8 @@ class GatewayServer:
             )
             for name, settings in config.connections.items()
         }
+        for settings in config.connections.values():
+            log.info("connection", extra=connection_fields(settings))
         operations = {
             name: tuple(sorted({job.operation for job in upstream.jobs}))
             for name, upstream in registry.upstreams.items()

@@ -208,7 +208,7 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_name_that_does_not_resolve_is_unreachable_not_sent(
     start_gateway: Start,
 ) -> None:
-    config = make_config({"k": kiiex_connection("http://kiiex.upstream.invalid", **TIMING)})
+    config = make_config({"k": kiiex_connection("https://kiiex.upstream.invalid", **TIMING)})
     stub, _ = await start_gateway(config)
     response = await stub.CancelJob(report_request(GUID), timeout=10)
     _assert_unreachable_not_sent(response)

@@ -10,11 +10,13 @@ import json
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx2
 import pytest
+import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -111,9 +113,17 @@ class Observed:
 
 
 @pytest.fixture
-async def observed(start_gateway: Callable[..., Any], kiiex_sim: KiiexSimulator) -> Observed:
+async def observed(
+    start_gateway: Callable[..., Any], kiiex_sim: KiiexSimulator, tmp_path: Path
+) -> Observed:
     tokens = HeaderRecorder(kiiex_sim.app, kiiex_sim.token_header)
-    config = observed_config({"kiiex-main": kiiex_connection()})
+    # A client certificate too, so that its expiry is among the series exported.
+    issued = trustme.CA().issue_cert("gateway.example")
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    identity = {"client_cert_file": str(cert), "client_key_file": str(key)}
+    config = observed_config({"kiiex-main": kiiex_connection(**identity)})
     transport = httpx2.ASGITransport(app=tokens)
     stub, server = await start_gateway(config, {"kiiex-main": transport})
     return Observed(stub, server, kiiex_sim, tokens)

@@ -219,7 +219,7 @@ def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
         [connections.kiiex-main]
         upstream = "kiiex"
         default = true
-        base_url = "http://kiiex.example"
+        base_url = "https://kiiex.example"
         username_env = "KIIEX_USERNAME"
         password_env = "KIIEX_PASSWORD"
         [connections.kiiex-main.retry]
@@ -464,7 +464,7 @@ def test_environment_overrides_the_server_keys_of_the_file(tmp_path: Path) -> No
         allow_unauthenticated = true
         [connections.k]
         upstream = "kiiex"
-        base_url = "http://kiiex.example"
+        base_url = "https://kiiex.example"
         username_env = "KIIEX_USERNAME"
         password_env = "KIIEX_PASSWORD"
         """,
@@ -586,3 +586,19 @@ def test_a_server_that_is_no_table_is_refused_by_name_even_with_overrides(tmp_pa
     path.write_text('server = 5\n[connections.k]\nupstream = "kiiex"\n')
     with pytest.raises(ConfigError, match=r"^server: expected a table"):
         load_config(path, {"CANCELGW_LISTEN": "127.0.0.1:1"}, REGISTRY.option_schemas)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "refused"),
+    [("http://kiiex.example", False, True), ("http://kiiex.example", True, False),
+     ("http://127.0.0.1:8080", False, False), ("http://localhost:8080", False, False),
+     ("http://[::1]:8080", False, False), ("https://kiiex.example", False, False)],
+)  # fmt: skip
+def test_plaintext_to_a_host_that_is_not_loopback_needs_allow_plaintext(
+    url: str, allowed: bool, refused: bool
+) -> None:
+    connection = _minimal(base_url=url, allow_plaintext=allowed)
+    if refused:
+        assert _error({"k": connection}).startswith("connections.k.allow_plaintext: ")
+    else:
+        assert _parse({"k": connection}).connections["k"].allow_plaintext is allowed
