@@ -24,7 +24,15 @@ from gateway.auth import CallerSettings
 from gateway.connection import ConnectionSettings
 from gateway.egress import Egress, EgressError, egress_of
 from gateway.idempotency import IdempotencySettings
-from gateway.schema import ConfigError, Reading, Section, keys_of, reference_table
+from gateway.schema import (
+    ConfigError,
+    Reading,
+    Section,
+    keys_of,
+    reference_table,
+    secret_keys,
+    twin,
+)
 from gateway.serving import ServerSettings
 from gateway.tracing import TracingSettings
 
@@ -47,7 +55,7 @@ _SHARED_KEYS = frozenset(
     info.encode_name
     for info in msgspec.structs.fields(ConnectionSettings)
     if info.name not in ConnectionSettings.derived
-)
+) | {twin(key) for key in secret_keys(ConnectionSettings)}
 
 
 @dataclass(frozen=True)
@@ -177,13 +185,21 @@ def _idempotency(reading: Reading, table: object) -> IdempotencySettings:
     settings = reading.section(table, IdempotencySettings, "idempotency")
     if settings.store != "redis":
         return settings
-    variable, key = settings.redis_url_env, "idempotency.redis_url_env"
+    given = table if isinstance(table, dict) else {}
+    if settings.redis_url_file and "redis_url_env" in given:
+        raise ConfigError(
+            "idempotency.redis_url_file: give redis_url_env or redis_url_file, not both"
+        )
+    key = "idempotency.redis_url_file" if settings.redis_url_file else "idempotency.redis_url_env"
     try:
-        redis_url = reading.secret(variable)
-    except (TypeError, ValueError) as error:  # no variable named, or none set
+        if settings.redis_url_file:
+            redis_url = reading.secret_file(settings.redis_url_file)
+        else:
+            redis_url = reading.secret(settings.redis_url_env)
+    except (TypeError, ValueError) as error:  # no variable named, none set, no file
         raise ConfigError(f"{key}: {error}") from None
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{key}: {variable} must hold a redis://, rediss:// or unix:// URL")
+        raise ConfigError(f"{key}: must hold a redis://, rediss:// or unix:// URL")
     return msgspec.structs.replace(settings, redis_url=redis_url)
 
 

@@ -58,8 +58,11 @@ class IdempotencySettings(Section, frozen=True):
             "a running call renews its lease every third of this; a dead one's key is free after it"
         ),
     ] = field(default=6.0, name="lease_seconds")
+    redis_url_file: Annotated[
+        str, about("or the file that holds the Redis URL (instead of redis_url_env)")
+    ] = ""
     redis_url: str = ""
-    """Read from `redis_url_env` when the store is Redis."""
+    """Read from `redis_url_env` (or `redis_url_file`) when the store is Redis."""
 
     def __post_init__(self) -> None:
         choice("store", self.store, STORES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
@@ -58,20 +59,51 @@ def invalid(key: str, why: str) -> ValueError:
     return ValueError(f"{key}: {why}")
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class _FromFile:
+    """A secret already read from its `*_file` key, on its way to the Secret field."""
+
+    value: str
+
+
 @dataclass
 class Reading:
-    """One reading of a file: where secrets come from, and every secret value it read (so
-    the gateway can scrub them from whatever upstream text it passes on)."""
+    """One reading of a file: where secrets come from (the environment, or files), and
+    every secret value it read (so the gateway can scrub them from whatever upstream text
+    it passes on).
+
+    Every `X_env` key of a `Secret` field has an `X_file` twin: exactly one of the two may
+    be given. A file's one trailing newline is dropped (as a Kubernetes Secret volume or a
+    Vault agent writes it); an empty secret is refused, naming its key."""
 
     environ: Mapping[str, str]
     secrets: list[str] = field(default_factory=list)
 
     def secret(self, variable: object) -> Secret:
-        if not isinstance(variable, str) or not variable:
-            raise TypeError("expected the name of an environment variable")
-        value = self.environ.get(variable, "")
-        if not value:
+        """The value of the environment variable `variable` names."""
+        if not isinstance(variable, str) or not _ENV_NAME.fullmatch(variable):
+            # Never echoed: a secret pasted here by mistake must not reach a log.
+            raise TypeError("expected the name of an environment variable (letters, digits, _)")
+        if variable not in self.environ:
             raise ValueError(f"environment variable {variable} is not set")
+        return self._kept(self.environ[variable], f"environment variable {variable}")
+
+    def secret_file(self, path: object) -> Secret:
+        """The content of the file `path` names, less one trailing newline."""
+        if not isinstance(path, str) or not path:
+            raise TypeError("expected the path of a file")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read {path}: {getattr(error, 'strerror', error)}") from None
+        return self._kept(text.removesuffix("\n").removesuffix("\r"), f"file {path}")
+
+    def _kept(self, value: str, where: str) -> Secret:
+        if not value:
+            raise ValueError(f"{where} is set but empty")
         self.secrets.append(value)
         return Secret(value)
 
@@ -79,15 +111,48 @@ class Reading:
         """`data` (a TOML table) as `schema`, or ConfigError naming the key at fault."""
         if isinstance(data, Mapping) and (given := sorted(schema.derived & data.keys())):
             raise ConfigError(f"{path}.{given[0]}: unknown key")
+        if isinstance(data, Mapping):
+            data = self._files_read(data, schema, path)
         try:
             return msgspec.convert(data, schema, dec_hook=self._decode)
         except msgspec.ValidationError as error:
             raise ConfigError(_named(str(error), path)) from None
 
+    def _files_read(
+        self, data: Mapping[str, Any], schema: type[Section], path: str
+    ) -> dict[str, Any]:
+        """`data` with each `X_file` key read, and put in place of its `X_env` twin."""
+        read = dict(data)
+        for env_key in secret_keys(schema):
+            file_key = twin(env_key)
+            if file_key not in read:
+                continue
+            if env_key in read:
+                raise ConfigError(f"{path}.{file_key}: give {env_key} or {file_key}, not both")
+            try:
+                read[env_key] = _FromFile(self.secret_file(read.pop(file_key)))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{path}.{file_key}: {error}") from None
+        return read
+
     def _decode(self, kind: type, value: object) -> object:
         if kind is Secret:
-            return self.secret(value)
+            return Secret(value.value) if isinstance(value, _FromFile) else self.secret(value)
         raise NotImplementedError(kind)
+
+
+def twin(env_key: str) -> str:
+    """The `_file` key beside a secret's `_env` key."""
+    return env_key.removesuffix("_env") + "_file"
+
+
+def secret_keys(schema: type[Section]) -> list[str]:
+    """The `_env` keys of a section's Secret fields."""
+    return [
+        info.encode_name
+        for info in msgspec.structs.fields(schema)
+        if Secret in get_args(_unwrapped(info.type)[0]) or _unwrapped(info.type)[0] is Secret
+    ]
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<where>[^`]*)`)?$", re.S)
@@ -200,6 +265,7 @@ class KeyDoc:
     """One row of the rendered reference."""
 
     key: str
+    """As shown: `name`, or `name_env` or `name_file`."""
     default: str
     meaning: str
 
@@ -217,7 +283,11 @@ def keys_of(schema: type[Section], prefix: str = "") -> Iterator[KeyDoc]:
         meaning = " ".join(m.description for m in metas if m.description)
         worded = [m.extra["default"] for m in metas if m.extra and "default" in m.extra]
         default = worded[0] if worded else _default(info)
-        yield KeyDoc(key, default, meaning + _bounds(metas))
+        shown = f"`{key}`"
+        if info.encode_name in secret_keys(schema):
+            shown = f"`{key}` or `{prefix}{twin(info.encode_name)}`"
+            meaning += " (or the file that holds it; exactly one of the two)"
+        yield KeyDoc(shown, default, meaning + _bounds(metas))
 
 
 def _unwrapped(kind: Any) -> tuple[Any, list[Meta]]:
@@ -251,5 +321,5 @@ def _bounds(metas: list[Meta]) -> str:
 
 def reference_table(rows: Iterator[KeyDoc]) -> str:
     lines = ["| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{row.key}` | {row.default} | {row.meaning} |" for row in rows]
+    lines += [f"| {row.key} | {row.default} | {row.meaning} |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -602,3 +602,64 @@ def test_plaintext_to_a_host_that_is_not_loopback_needs_allow_plaintext(
         assert _error({"k": connection}).startswith("connections.k.allow_plaintext: ")
     else:
         assert _parse({"k": connection}).connections["k"].allow_plaintext is allowed
+
+
+def test_a_secret_comes_from_its_file_less_one_trailing_newline(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("from-a-volume\n")
+    config = _parse({"k": _minimal(password_env=None, password_file=str(password))})
+    assert config.connections["k"].options.login == PasswordLogin("operator", "from-a-volume")
+    assert "from-a-volume" in config.secrets  # scrubbed like any other
+
+
+@pytest.mark.parametrize(
+    ("content", "keys", "says"),
+    [
+        ("x\n", {"password_file": "__file__"},
+         "connections.k.password_file: give password_env or password_file, not both"),
+        ("\n", {"password_env": None, "password_file": "__file__"},
+         "connections.k.password_file: file __file__ is set but empty"),
+        (None, {"password_env": None, "password_file": "__file__"},
+         "connections.k.password_file: cannot read __file__"),
+    ],
+)  # fmt: skip
+def test_a_secret_file_is_one_of_two_and_never_empty(
+    tmp_path: Path, content: str | None, keys: dict[str, Any], says: str
+) -> None:
+    secret = tmp_path / "secret"
+    if content is not None:
+        secret.write_text(content)
+    resolved = {k: str(secret) if v == "__file__" else v for k, v in keys.items()}
+    assert _error({"k": _minimal(**resolved)}).startswith(says.replace("__file__", str(secret)))
+
+
+def test_an_env_key_holding_no_variable_name_is_refused_without_echoing_it() -> None:
+    message = _error({"k": _minimal(password_env="hunter2!pasted-secret")})
+    assert message.startswith("connections.k.password_env: expected the name of an environment")
+    assert "hunter2" not in message
+
+
+def test_a_variable_set_but_empty_is_said_to_be_empty() -> None:
+    message = _error({"k": _minimal()}, environ={**KIIEX_ENV, "KIIEX_PASSWORD": ""})
+    assert (
+        message
+        == "connections.k.password_env: environment variable KIIEX_PASSWORD is set but empty"
+    )
+    unset = {k: v for k, v in KIIEX_ENV.items() if k != "KIIEX_PASSWORD"}
+    assert _error({"k": _minimal()}, environ=unset).endswith("KIIEX_PASSWORD is not set")
+
+
+def test_the_redis_url_and_the_proxy_credentials_come_from_files_too(tmp_path: Path) -> None:
+    url, credentials = tmp_path / "redis-url", tmp_path / "egress"
+    url.write_text("redis://127.0.0.1:6390/1\n")
+    credentials.write_text("egress:pass-from-file\n")
+    config = _parse(
+        {"k": _minimal(base_url="https://kiiex.example", proxy="http://p:3128",
+                       proxy_credentials_file=str(credentials))},
+        idempotency={"store": "redis", "redis_url_file": str(url)},
+    )  # fmt: skip
+    assert config.idempotency.redis_url == "redis://127.0.0.1:6390/1"
+    assert config.connections["k"].egress.credentials == "egress:pass-from-file"
+    assert {"redis://127.0.0.1:6390/1", "egress:pass-from-file"} <= config.secrets
+    both = {"store": "redis", "redis_url_file": str(url), "redis_url_env": "X"}
+    assert _error(idempotency=both).startswith("idempotency.redis_url_file: give redis_url_env")
