@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -82,36 +83,71 @@ def parse_config(
     upstreams: OptionSchemas,
     job_kinds: Collection[str] | None = None,
 ) -> Config:
-    """`job_kinds`, when given, are the names a caller's `jobs` may use."""
+    """`job_kinds`, when given, are the names a caller's `jobs` may use. Every section is
+    read even when an earlier one failed, so the error names every problem, a line each."""
+    problems = _Problems()
     unknown = sorted(data.keys() - {"server", "connections", "idempotency", "tracing", "callers"})
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown key")
+    problems.extend(f"{key}: unknown key" for key in unknown)
     reading = Reading(environ)
-    server = reading.section(data.get("server", {}), ServerSettings, "server")
+    server = problems.attempt(
+        lambda: reading.section(data.get("server", {}), ServerSettings, "server")
+    )
+    tables = problems.attempt(lambda: _tables(data, "connections")) or {}
     connections = {
-        name: _connection(reading, name, table, upstreams)
-        for name, table in _tables(data, "connections").items()
+        name: connection
+        for name, table in tables.items()
+        if (connection := problems.attempt(partial(_connection, reading, name, table, upstreams)))
     }
-    if not connections:
-        raise ConfigError("connections: at least one connection is required")
-    callers = data.get("callers", [])
-    if not isinstance(callers, list):
-        raise ConfigError("callers: expected [[callers]] tables")
+    if not tables:
+        problems.append("connections: at least one connection is required")
+    idempotency = problems.attempt(lambda: _idempotency(reading, data.get("idempotency", {})))
+    tracing = problems.attempt(
+        lambda: reading.section(data.get("tracing", {}), TracingSettings, "tracing")
+    )
+    callers = problems.attempt(lambda: _caller_sections(reading, data.get("callers", [])))
+    if problems or server is None or idempotency is None or tracing is None or callers is None:
+        raise ConfigError("\n".join(problems))
     config = Config(
         server=server,
         connections=connections,
-        idempotency=_idempotency(reading, data.get("idempotency", {})),
-        tracing=reading.section(data.get("tracing", {}), TracingSettings, "tracing"),
-        callers=tuple(
-            reading.section(table, CallerSettings, f"callers[{i}]")
-            for i, table in enumerate(callers)
-        ),
+        idempotency=idempotency,
+        tracing=tracing,
+        callers=callers,
         secrets=frozenset(reading.secrets),
     )
     for check in (_defaults, _fits_the_grace, _workers, _callers):
-        check(config)
-    _caller_references(config, job_kinds)
+        problems.attempt(partial(check, config))
+    problems.attempt(partial(_caller_references, config, job_kinds))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
+
+
+T = TypeVar("T")
+
+
+class _Problems(list[str]):
+    """Every problem the file has, in the order found."""
+
+    def attempt(self, read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except ConfigError as error:
+            self.extend(str(error).splitlines())
+            return None
+
+
+def _caller_sections(reading: Reading, callers: object) -> tuple[CallerSettings, ...]:
+    if not isinstance(callers, list):
+        raise ConfigError("callers: expected [[callers]] tables")
+    problems = _Problems()
+    read = [
+        problems.attempt(partial(reading.section, table, CallerSettings, f"callers[{i}]"))
+        for i, table in enumerate(callers)
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return tuple(caller for caller in read if caller is not None)
 
 
 def _tables(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -139,22 +175,29 @@ def _connection(
     own = {key: value for key, value in table.items() if key not in _SHARED_KEYS}
     options = reading.section(own, schema, path)
     base_url = str(getattr(options, "base_url", ""))  # every upstream's options have one
-    _check_plaintext(path, base_url, settings.allow_plaintext)
     egress = _egress(reading, path, base_url, settings)
+    _check_plaintext(path, base_url, egress, settings.allow_plaintext)
     return msgspec.structs.replace(settings, name=name, options=options, egress=egress)
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
-def _check_plaintext(path: str, base_url: str, allowed: bool) -> None:
-    """Credentials cross the network in clear over http:// to any host but this one."""
+def _check_plaintext(path: str, base_url: str, egress: Egress, allowed: bool) -> None:
+    """Credentials cross the network in clear over http:// to any host but this one, and
+    to a proxy wherever it is."""
     parts = urlsplit(base_url)
-    if parts.scheme != "http" or allowed or _loopback(parts.hostname or ""):
+    if parts.scheme != "http" or allowed:
+        return
+    if egress.proxy:
+        where = f"through {egress.describe()}"
+    elif not _loopback(parts.hostname or ""):
+        where = f"to {parts.hostname}, which is not loopback"
+    else:
         return
     raise ConfigError(
-        f"{path}.allow_plaintext: {base_url} is http:// to {parts.hostname}, which is not "
-        "loopback: use https://, or set allow_plaintext = true"
+        f"{path}.allow_plaintext: {base_url} is http:// {where}: use https://, or set "
+        "allow_plaintext = true"
     )
 
 

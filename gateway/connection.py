@@ -4,6 +4,7 @@ upstream reads is declared by its package (`Upstream.options`) and lands in `opt
 
 from __future__ import annotations
 
+import ssl
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta, field
@@ -132,6 +133,11 @@ class ConnectionSettings(Section, frozen=True):
                 f"keeps {self.pool_size} connections open, more than max_in_flight "
                 f"({self.max_in_flight}) can use",
             )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Its TLS context: `ca_file` instead of the default roots, its client certificate;
+        None (the HTTP engine's default) without both."""
+        return tls.client_context(self.ca_file, self.client_cert_file, self.client_key_file)
 
     def _check_trust(self) -> None:
         if self.ca_file:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from gateway.connection import BreakerSettings, RetrySettings
 from gateway.errors import DeadlineExceeded
-from gateway.model import Reason, UpstreamReply
+from gateway.model import Delivery, Reason, UpstreamReply
 
 Clock = Callable[[], float]
 Pause = Callable[[float], Awaitable[bool]]
@@ -151,9 +151,12 @@ def is_misconfigured(reply: UpstreamReply) -> bool:
 
 
 def outage_of(reply: UpstreamReply) -> str:
-    """What an outage looked like, for the envelope of a circuit it opened."""
+    """What an outage looked like, for the envelope of a circuit it opened: the gateway's
+    own words when no answer came (refused, timed out); of an answer, only its code (the
+    upstream's message may be about another caller's job)."""
     leg = reply.legs[0]
-    said = leg.upstream_message or leg.detail or leg.upstream_code
+    own = reply.delivery is not Delivery.ANSWERED
+    said = leg.upstream_message if own and leg.upstream_message else leg.upstream_code
     return f"{leg.reason.name}: {said}" if said else leg.reason.name
 
 

@@ -60,6 +60,7 @@ def invalid(key: str, why: str) -> ValueError:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_SECRET_FILE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,25 @@ class Reading:
         return self._kept(self.environ[variable], f"environment variable {variable}")
 
     def secret_file(self, path: object) -> Secret:
-        """The content of the file `path` names, less one trailing newline."""
+        """The content of the file `path` names, less one trailing newline: a regular file
+        of at most 64 KiB of UTF-8 text (what is wrong with it is said, never what it holds)."""
         if not isinstance(path, str) or not path:
             raise TypeError("expected the path of a file")
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read {path}: {getattr(error, 'strerror', error)}") from None
+            file = Path(path)
+            if file.exists() and not file.is_file():  # a FIFO would hold the start forever
+                raise ValueError(f"{path} is not a regular file")
+            if file.stat().st_size > _MAX_SECRET_FILE:
+                raise ValueError(f"{path} holds more than {_MAX_SECRET_FILE} bytes")
+            data = file.read_bytes()
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"file {path} is not UTF-8 text") from None
+        if "\0" in text:
+            raise ValueError(f"file {path} holds a NUL byte")
         return self._kept(text.removesuffix("\n").removesuffix("\r"), f"file {path}")
 
     def _kept(self, value: str, where: str) -> Secret:
@@ -203,6 +216,13 @@ def url(key: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise invalid(key, f"must be an http(s) URL, got {value!r}")
+    if parts.username is not None:  # never echoed: it holds a credential
+        raise invalid(key, "no user info: credentials go in the *_env or *_file keys")
+    try:
+        parts.port  # noqa: B018 - raises for a port out of range
+        parts.hostname.encode("idna")
+    except (ValueError, UnicodeError):
+        raise invalid(key, f"not a usable host and port: {value!r}") from None
     if parts.query or parts.fragment or value.endswith(("?", "#")):
         raise invalid(key, f"no query or fragment, got {value!r}")  # it would swallow paths
     return value.rstrip("/")

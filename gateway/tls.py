@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import certifi
+
 from gateway.schema import invalid
 
 
@@ -59,10 +61,11 @@ class ClientCertificate:
 def check_client_pair(cert_file: str, key_file: str) -> ClientCertificate:
     """A client certificate and key that load together and have not expired."""
     read("client_cert_file", cert_file)
-    read("client_key_file", key_file)
+    if b"ENCRYPTED" in read("client_key_file", key_file):
+        raise invalid("client_key_file", "the key is encrypted: give it without a passphrase")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        context.load_cert_chain(cert_file, key_file)
+        context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except (ssl.SSLError, ValueError) as error:
         raise invalid(
             "client_cert_file",
@@ -73,7 +76,14 @@ def check_client_pair(cert_file: str, key_file: str) -> ClientCertificate:
     subject = _name(seen.get("subject", ()))
     if expires <= time.time():
         raise invalid("client_cert_file", f"the certificate of {subject} expired")
+    if ssl.cert_time_to_seconds(str(seen["notBefore"])) > time.time():
+        raise invalid("client_cert_file", f"the certificate of {subject} is not valid yet")
     return ClientCertificate(subject, expires)
+
+
+def _no_passphrase() -> str:
+    """Answers OpenSSL's passphrase question, so that it never asks a terminal."""
+    return ""
 
 
 def _decoded(cert_file: str) -> dict[str, object]:
@@ -91,3 +101,14 @@ def _name(subject: object) -> str:
     """`CN=gateway, O=Example` from the ssl module's nested tuples."""
     rdns = subject if isinstance(subject, tuple) else ()
     return ", ".join(f"{_SHORT.get(key, key)}={value}" for rdn in rdns for key, value in rdn)
+
+
+def client_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """A connection's TLS context: its `ca_file` alone instead of the default roots, and its
+    client certificate for mutual TLS; None (the HTTP engine's default) without both."""
+    if not ca_file and not cert_file:
+        return None
+    context = ssl.create_default_context(cafile=ca_file or certifi.where())
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
+    return context

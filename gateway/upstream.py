@@ -50,6 +50,14 @@ class LegCheck:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What logging in, as a call would, showed (touching no job): `cancelgw check --connect`."""
+
+    ok: bool
+    detail: str
+
+
 class Adapter(Protocol):
     """One connection to one upstream. One `cancel` is one attempt; the core retries."""
 
@@ -62,6 +70,10 @@ class Adapter(Protocol):
     async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
         """What the read API says now; a read that fails leaves the legs PENDING. Reads
         change nothing upstream, so the core may abandon one at any point."""
+        ...
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        """Logs in as a call would (or says why none is needed), touching no job."""
         ...
 
     async def aclose(self) -> None: ...

@@ -35,7 +35,6 @@ from adapters.http._engine import (
     engine_client,
     http_client,
     login_client,
-    trust_of,
 )
 from adapters.http._guard import AuthRefused, UpstreamFailure, answered
 from adapters.http._send import operation_of, send
@@ -68,5 +67,4 @@ __all__ = [
     "retry_after",
     "send",
     "status_key",
-    "trust_of",
 ]

@@ -197,24 +197,10 @@ def _connection_client(
         base_url=base_url,
         timeout=connection.timeout,
         connect_timeout=connection.connect_timeout,
-        trust=trust_of(connection),
+        trust=connection.tls_context(),
         egress=connection.egress,
         transport=transport,
     )
-
-
-def trust_of(connection: ConnectionSettings) -> ssl.SSLContext | None:
-    """The TLS context of a connection: its `ca_file` alone instead of the system roots,
-    and its client certificate for mutual TLS; None (the engine's default) without both."""
-    if not connection.ca_file and not connection.client_cert_file:
-        return None
-    if connection.ca_file:
-        context = ssl.create_default_context(cafile=connection.ca_file)
-    else:
-        context = httpx2.create_ssl_context()
-    if connection.client_cert_file:
-        context.load_cert_chain(connection.client_cert_file, connection.client_key_file)
-    return context
 
 
 class Requests:

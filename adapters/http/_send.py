@@ -62,16 +62,24 @@ def _classified(error: httpx2.TransportError, connect: float) -> tuple[str, bool
     return code, True, type(error).__name__
 
 
+# The TLS alerts by which a server refuses the client's certificate (or its lack of one);
+# any other alert (bad_record_mac, protocol_version, ...) says nothing of it.
+_CERTIFICATE_ALERTS = (
+    "CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN",
+    "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED", "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED",
+)  # fmt: skip
+
+
 def _client_certificate_refused(error: BaseException) -> str:
     """The TLS alert by which a server refused the client's certificate, if that is what
-    ended the exchange ("" otherwise)."""
+    ended the exchange ("" otherwise). A server that refuses it never reads the request."""
     seen: BaseException | None = error
     for _ in range(8):  # a short chain: the error, aiohttp's, the ssl module's
         if seen is None:
             return ""
-        reason = str(getattr(seen, "reason", "") or "")  # aiohttp's SSL errors have none
-        if isinstance(seen, ssl.SSLError) and "ALERT" in reason.upper():
-            return reason
+        reason = str(getattr(seen, "reason", "") or "").upper()  # aiohttp's SSL errors have none
+        if isinstance(seen, ssl.SSLError) and "ALERT" in reason:
+            return reason if any(alert in reason for alert in _CERTIFICATE_ALERTS) else ""
         seen = seen.__cause__ or seen.__context__
     return ""
 

@@ -54,7 +54,7 @@ from gateway.errors import JobKindNotImplemented
 from gateway.jobs import JobKind
 from gateway.model import Delivery, JsonValue, LegResult, UpstreamReply
 from gateway.secrets import SECRETS
-from gateway.upstream import ConfirmState, LegCheck
+from gateway.upstream import ConfirmState, LegCheck, Preflight
 
 _redacted = Redactor(SECRETS_IN_BODIES)
 _ORDER_WORKING, _ORDER_CANCELED = 1, 3
@@ -153,6 +153,20 @@ class KiiexAdapter:
                 LegCheck(leg, ConfirmState.PENDING, f"read failed: {failure.message}")
                 for leg in job.legs
             ),
+        )
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        """A fresh AuthenticateUser, as the first call would make."""
+
+        async def login() -> Preflight:
+            session = await self._login(timeout)
+            return Preflight(True, f"AuthenticateUser issued a session (user {session.user_id})")
+
+        return await answered(
+            login(),
+            timeout=timeout,
+            refused_code=NOT_AUTHORIZED,
+            on_failure=lambda failure: Preflight(False, f"AuthenticateUser: {failure.message}"),
         )
 
     async def _quote_checks(self, job: KiiexQuote, timeout: float) -> tuple[LegCheck, ...]:
@@ -267,13 +281,17 @@ def _int(value: object) -> int | None:
 
 
 def _says_not_authorized(answer: Decoded) -> bool:
+    """The session was refused, and nothing of the request was done: only then is it sent
+    again after a new login (a leg that answered 0 beside a refused one has been canceled,
+    and sending it again would cancel it twice)."""
     if answer.response.status_code == 401:
         return True
     body = answer.body
     envelopes = (
         [body.get("BidResult"), body.get("AskResult"), body] if isinstance(body, dict) else []
     )
-    return any(_envelope(e)[0] == NOT_AUTHORIZED for e in envelopes if e is not None)
+    codes = {_envelope(e)[0] for e in envelopes if e is not None}
+    return NOT_AUTHORIZED in codes and "0" not in codes
 
 
 def _reply(answer: Decoded, legs: tuple[str, ...]) -> UpstreamReply:

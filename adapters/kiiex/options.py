@@ -89,6 +89,13 @@ class KiiexOptions(Section, frozen=True, rename={
         self.login  # noqa: B018 - the chosen login must be complete
 
     @property
+    def auth(self) -> str:
+        """The kind of login, for `cancelgw check` (never a secret)."""
+        if self.api_key is not None:
+            return f"API-key login (HMAC-SHA256), user {self.user_id}"
+        return "username and password login"
+
+    @property
     def login(self) -> PasswordLogin | ApiKeyLogin:
         if self.api_key is not None:
             return ApiKeyLogin(

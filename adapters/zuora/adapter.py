@@ -50,7 +50,7 @@ from gateway.errors import JobKindNotImplemented
 from gateway.jobs import JobKind
 from gateway.model import Delivery, JsonValue, UpstreamReply
 from gateway.secrets import SECRETS
-from gateway.upstream import ConfirmState, LegCheck
+from gateway.upstream import ConfirmState, LegCheck, Preflight
 
 LEG = "report_run"
 _redacted = Redactor(SECRETS_IN_BODIES)
@@ -210,6 +210,24 @@ class ZuoraAdapter:
             on_failure=lambda failure: (
                 LegCheck(LEG, ConfirmState.PENDING, f"read failed: {failure.message}"),
             ),
+        )
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        """A fresh OAuth token, as the first call would fetch; the zconnect hosts' headers
+        need no login (a cancel is what shows whether they are taken)."""
+        credentials = self._options.credentials
+        if not isinstance(credentials, OAuthClient):
+            return Preflight(True, "credential headers: no login to make")
+
+        async def token() -> Preflight:
+            await self._fetch_token(credentials, timeout)
+            return Preflight(True, "oauth/token issued a token")
+
+        return await answered(
+            token(),
+            timeout=timeout,
+            refused_code="HTTP 401",
+            on_failure=lambda failure: Preflight(False, f"oauth/token: {failure.message}"),
         )
 
     def _run_path(self, job: JobKind) -> str:

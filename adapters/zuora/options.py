@@ -154,6 +154,15 @@ class ZuoraOptions(Section, frozen=True, rename={
         return base_url
 
     @property
+    def auth(self) -> str:
+        """The kind of credentials, for `cancelgw check` (never a secret)."""
+        if self.client_id is not None:
+            return "OAuth 2.0 client credentials"
+        return "zconnect credential headers" + (
+            " with an entity" if self.entity_id or self.entity_name else ""
+        )
+
+    @property
     def credentials(self) -> OAuthClient | LegacyCredentials:
         if self.client_id is not None:
             return OAuthClient(

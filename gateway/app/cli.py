@@ -20,6 +20,7 @@ from typing import Any
 from adapters.installed import REGISTRY
 from gateway import VERSION
 from gateway.app.cancel_command import DEFAULT_TARGET, add_cancel, run_cancel
+from gateway.app.check import check_main
 from gateway.app.serve import GatewayServer
 from gateway.app.workers import is_worker, supervise
 from gateway.config import Config, ConfigError, load_config, reference_markdown
@@ -71,6 +72,20 @@ def _parser(registry: Registry) -> argparse.ArgumentParser:
         "sandbox", help="gateway + built-in upstream simulators", formatter_class=formatter
     )
     sandbox.add_argument("--listen", default=DEFAULT_TARGET, help="gRPC address (loopback only)")
+    check = commands.add_parser(
+        "check", help="validate a config before a rollout; --connect: reach every upstream"
+    )
+    check.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("CANCELGW_CONFIG"),
+        help="the TOML configuration (or $CANCELGW_CONFIG)",
+    )
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also DNS, TCP, TLS and the login of every connection (no job is touched)",
+    )
     commands.add_parser("codes", help="print the normalization tables (Markdown)")
     docs = commands.add_parser(
         "docs", help="refresh the reference blocks the docs render from the code (make docs)"
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None, registry: Registry = REGISTRY) -> int:
                   file=sys.stderr)  # fmt: skip
             return 1
         return asyncio.run(run_sandbox(args.listen, registry))
+    if args.command == "check":
+        return check_main(args.config, registry, connect=args.connect)
     if args.command == "codes":
         print(registry.code_tables_markdown(), end="")
         return 0

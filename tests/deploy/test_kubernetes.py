@@ -76,6 +76,18 @@ class Rendered:
             if (ref := env.get("valueFrom", {}).get("secretKeyRef"))
         }
 
+    def secret_files(self) -> dict[str, tuple[str, bool]]:
+        """Mount path -> (Secret name, optional), for every mounted Secret."""
+        mounts = {m["name"]: m["mountPath"] for m in self.container["volumeMounts"]}
+        return {
+            mounts[volume["name"]]: (
+                volume["secret"]["secretName"],
+                volume["secret"].get("optional", False),
+            )
+            for volume in self.pod["spec"]["volumes"]
+            if "secret" in volume and volume["name"] in mounts
+        }
+
 
 @cache
 def rendered(overlay: str) -> Rendered:
@@ -90,6 +102,17 @@ def k8s(request: pytest.FixtureRequest) -> Rendered:
 def _example_secrets() -> dict[str, dict[str, Any]]:
     """secret.example.yaml, by name: the Secrets an operator creates (never applied)."""
     return {doc["metadata"]["name"]: doc for doc in yaml_documents(BASE / "secret.example.yaml")}
+
+
+def _file_keys(table: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Every secret `*_file` key of a TOML table (dotted), at any depth, and the file."""
+    found: dict[str, str] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            found |= _file_keys(value, f"{prefix}{key}.")
+        elif key.endswith("_file") and key not in ("cert_file", "key_file", "client_ca_file"):
+            found[f"{prefix}{key}"] = value
+    return found
 
 
 def _env_names(table: dict[str, Any]) -> set[str]:
@@ -115,6 +138,14 @@ def _config(overlay: str) -> Config:
         for name in _env_names(data)
     }
     folder = Path(tempfile.mkdtemp())
+    for dotted, path in _file_keys(data).items():  # each secret file, where it is mounted
+        made = folder / path.strip("/").replace("/", "_")
+        made.write_text("redis://redis:6379/0\n" if "redis" in dotted else f"dummy-{made.name}\n")
+        *tables, key = dotted.split(".")
+        table = data
+        for name in tables:
+            table = table[name]
+        table[key] = str(made)
     issued = trustme.CA().issue_cert(NAME)
     tls = data["server"]["tls"]
     blobs = {"cert_file": issued.cert_chain_pems[0], "key_file": issued.private_key_pem}
@@ -155,7 +186,8 @@ def test_the_base_lists_its_files_and_the_overlays_apply_them(k8s: Rendered) -> 
     # Dev leaves the alert rules out: they page.
     expected = APPLIED - {"PrometheusRule"} if k8s.overlay == "dev" else APPLIED
     assert {name.partition("/")[0] for name in k8s.resources} == expected
-    assert set(_example_secrets()) >= {ref for ref, _ in k8s.secret_refs().values()}
+    required = {name for name, optional in k8s.secret_files().values() if not optional}
+    assert set(_example_secrets()) >= required
 
 
 def test_configmap_is_a_config_the_gateway_accepts(k8s: Rendered) -> None:
@@ -189,14 +221,26 @@ def test_ports_and_probes_match_the_config(k8s: Rendered) -> None:
     assert int(annotations["prometheus.io/port"]) == k8s.ports["metrics"]
 
 
-def test_every_secret_the_config_names_comes_from_a_secret_ref(k8s: Rendered) -> None:
-    refs = k8s.secret_refs()
-    assert set(refs) == _env_names(tomllib.loads(k8s.config_toml))
-    assert not set(k8s.plain_env()) & set(refs), "credentials never sit in the manifest"
-    documented = {
-        (name, key) for name, secret in _example_secrets().items() for key in secret["stringData"]
+def test_every_secret_the_config_names_is_a_file_of_a_mounted_secret(k8s: Rendered) -> None:
+    files = _file_keys(tomllib.loads(k8s.config_toml))
+    assert {"idempotency.redis_url_file"} <= set(files)
+    assert not _env_names(tomllib.loads(k8s.config_toml)), "secrets come from files"
+    assert not k8s.secret_refs(), "and never through the environment"
+    mounted = k8s.secret_files()
+    examples = _example_secrets()
+    for key, path in files.items():
+        folder, _, name = path.rpartition("/")
+        assert folder in mounted, f"{key}: {folder} is no mounted Secret"
+        secret, optional = mounted[folder]
+        assert not optional, f"{key}: a required secret from an optional volume"
+        assert name in examples[secret]["stringData"], "secret.example.yaml documents it"
+    modes = {
+        v["name"]: v["secret"].get("defaultMode")
+        for v in k8s.pod["spec"]["volumes"]
+        if "secret" in v
     }
-    assert set(refs.values()) <= documented, "secret.example.yaml documents every key used"
+    assert set(modes.values()) <= {0o440, None}  # the tls volume keeps the default
+    assert k8s.pod["spec"]["securityContext"]["fsGroup"] == 10001
 
 
 def test_drain_fits_in_the_termination_grace_period(k8s: Rendered) -> None:
@@ -321,7 +365,7 @@ def test_network_policy_lets_out_dns_the_upstreams_and_redis(k8s: Rendered) -> N
     upstreams = {urlsplit(connection["base_url"]) for connection in connections}
     assert {url.scheme for url in upstreams} == {"https"}
     redis = urlsplit(_example_secrets()[f"{NAME}-redis"]["stringData"]["url"])
-    expected = {("UDP", 53), ("TCP", 53), ("TCP", redis.port)}
+    expected = {("UDP", 53), ("TCP", 53), ("TCP", redis.port), ("TCP", 3128)}
     tracing = tomllib.loads(k8s.config_toml).get("tracing", {})
     if tracing.get("exporter") == "otlp":  # off today; a collector would need its port open
         collector = urlsplit(tracing["endpoint"])
@@ -329,6 +373,10 @@ def test_network_policy_lets_out_dns_the_upstreams_and_redis(k8s: Rendered) -> N
     assert allowed == expected | {("TCP", url.port or 443) for url in upstreams}
     public = next(rule for rule in egress if {"protocol": "TCP", "port": 443} in rule["ports"])
     assert "10.0.0.0/8" in public["to"][0]["ipBlock"]["except"]  # not into the cluster
+    proxy = next(rule for rule in egress if {"protocol": "TCP", "port": 3128} in rule["ports"])
+    assert {block["ipBlock"]["cidr"] for block in proxy["to"]} == {
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"
+    }  # fmt: skip
 
 
 def test_prod_runs_three_sized_replicas_of_the_released_image() -> None:

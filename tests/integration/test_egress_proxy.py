@@ -6,6 +6,8 @@ circuit closed; a proxy that is down is unreachable and never a direct connectio
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from gateway.config import ConfigError
 from gateway.resilience import CircuitState
 from tests.conftest import KIIEX_ENV, kiiex_connection, make_config
 from tests.grpc_helpers import report_request
+from tests.processes import kiiex_gateway_config
 from tests.proxy_server import ProxyServer
 from tests.tls_front import TlsFront
 
@@ -158,3 +161,29 @@ def test_a_proxy_url_that_carries_credentials_is_refused_without_echoing_them() 
         )
     assert str(refused.value).startswith("connections.k.proxy: carries credentials")
     assert "s3cr3t" not in str(refused.value)
+
+
+async def test_check_connect_goes_through_the_proxys_tunnel_to_a_verified_tls_upstream(
+    tmp_path: Path, kiiex_sim: KiiexSimulator, proxy: ProxyServer, upstream: tuple[TlsFront, str]
+) -> None:
+    front, ca_file = upstream
+    text = kiiex_gateway_config(front.url, ca_file=ca_file, proxy=proxy.url,
+                                proxy_credentials_env="EGRESS_CREDENTIALS")  # fmt: skip
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    environ = {**KIIEX_ENV, "PATH": "/usr/bin:/bin",
+               "EGRESS_CREDENTIALS": f"{proxy.user}:{proxy.password}"}  # fmt: skip
+    checked = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "cancelgw"), "check", "--config", str(config),
+        "--connect", stdout=asyncio.subprocess.PIPE, env=environ,
+    )  # fmt: skip
+    out = (await asyncio.wait_for(checked.communicate(), 30))[0].decode()
+    assert checked.returncode == 0, out
+    assert f"leaves proxy 127.0.0.1:{proxy.port} (from the proxy key, with credentials)" in out
+    assert "k tcp: ok" in out
+    assert f"to the proxy 127.0.0.1:{proxy.port}" in out
+    assert "k tls: ok" in out
+    assert "verified localhost" in out
+    assert "k login: ok" in out
+    assert proxy.connects().count(f"localhost:{front.port}") == 2  # the tls step, the login
+    assert proxy.password not in out

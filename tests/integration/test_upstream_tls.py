@@ -6,8 +6,10 @@ attempt, NOT_SENT."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,6 @@ from typing import Any
 import pytest
 import trustme
 
-from adapters.http import trust_of
 from adapters.kiiex.simulator import KiiexSimulator
 from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2 as pb
@@ -23,6 +24,7 @@ from gateway.app.serve import GatewayServer
 from gateway.config import ConfigError
 from tests.conftest import kiiex_connection, make_config
 from tests.grpc_helpers import report_request
+from tests.processes import KIIEX_ENV, kiiex_gateway_config
 from tests.tls_front import TlsFront
 
 Start = Callable[..., Awaitable[tuple[Any, GatewayServer]]]
@@ -111,7 +113,12 @@ async def test_a_client_certificate_the_upstream_refuses_is_misconfigured(
             start_gateway, front.url, kiiex_sim,
             ca_file=certs.ca_file(certs.upstream_ca, "upstream"), **identity,
         )  # fmt: skip
-    _assert_misconfigured(response, "the upstream refused the client certificate")
+    # TLS 1.2 refuses a missing certificate with the generic handshake_failure alert.
+    generic = tls is ssl.TLSVersion.TLSv1_2 and client == "none"
+    says = (
+        "TLS handshake with localhost" if generic else "the upstream refused the client certificate"
+    )
+    _assert_misconfigured(response, says)
     assert sum(kiiex_sim.calls.values()) == 0
 
 
@@ -134,7 +141,7 @@ def test_a_ca_file_replaces_the_system_roots(certs: Certificates) -> None:
     a system root is refused, because no system root is in the context."""
     ca_file = certs.ca_file(certs.upstream_ca, "upstream")
     config = make_config({"k": kiiex_connection("https://localhost:1", ca_file=ca_file)})
-    context = trust_of(config.connections["k"])
+    context = config.connections["k"].tls_context()
     assert context is not None
     trusted = context.get_ca_certs()
     assert len(trusted) == 1
@@ -187,3 +194,22 @@ async def test_the_client_certificates_expiry_is_exported(
         "cancelgw_upstream_client_cert_expiry_timestamp_seconds", {"connection": "k"}
     )
     assert exported == until.timestamp()
+
+
+async def test_check_connect_sees_the_refusal_that_follows_a_tls13_handshake(
+    tmp_path: Path, certs: Certificates, kiiex_http: LoopbackServer
+) -> None:
+    """Under TLS 1.3 the client's handshake completes before the server judges its (missing)
+    certificate: the preflight waits for the alert that follows, and fails."""
+    with _mtls_front(certs, kiiex_http) as front:
+        ca_file = certs.ca_file(certs.upstream_ca, "upstream")
+        config = tmp_path / "gateway.toml"
+        config.write_text(kiiex_gateway_config(front.url, ca_file=ca_file))
+        checked = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "cancelgw"), "check", "--config", str(config),
+            "--connect", stdout=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin", **KIIEX_ENV},
+        )  # fmt: skip
+        out = (await asyncio.wait_for(checked.communicate(), 30))[0].decode()
+    assert checked.returncode == 1, out
+    assert "k tls: FAILED" in out
+    assert "CERTIFICATE_REQUIRED" in out.upper()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -275,10 +276,10 @@ def test_default_connection_is_none_when_ambiguous_or_absent() -> None:
 
 
 class _AnySecret(Mapping[str, str]):
-    """An environment in which every secret variable is set (and no override)."""
+    """An environment in which every secret variable is set (and no override, no proxy)."""
 
     def __getitem__(self, key: str) -> str:
-        if key in SERVER_OVERRIDES:
+        if key in SERVER_OVERRIDES or key.lower().endswith("_proxy"):
             raise KeyError(key)
         return f"secret-for-{key}"
 
@@ -663,3 +664,47 @@ def test_the_redis_url_and_the_proxy_credentials_come_from_files_too(tmp_path: P
     assert {"redis://127.0.0.1:6390/1", "egress:pass-from-file"} <= config.secrets
     both = {"store": "redis", "redis_url_file": str(url), "redis_url_env": "X"}
     assert _error(idempotency=both).startswith("idempotency.redis_url_file: give redis_url_env")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("https://user:pw@kiiex.example", "no user info"),
+     ("https://kiiex.example:99999", "not a usable host and port"),
+     ("https://" + "x" * 64 + ".example", "not a usable host and port")],
+)  # fmt: skip
+def test_a_base_url_carries_no_credentials_and_a_usable_host(url: str, says: str) -> None:
+    message = _error({"k": _minimal(base_url=url)})
+    assert message.startswith(f"connections.k.base_url: {says}")
+    assert "pw@" not in message
+
+
+def test_plaintext_through_a_proxy_needs_allow_plaintext_even_to_loopback() -> None:
+    environ = {**KIIEX_ENV, "http_proxy": "http://proxy.corp:3128"}
+    message = _error({"k": _minimal(base_url="http://127.0.0.1:8080")}, environ=environ)
+    assert message.startswith("connections.k.allow_plaintext: http://127.0.0.1:8080 is http:// "
+                              "through proxy proxy.corp:3128 (from http_proxy)")  # fmt: skip
+    direct = _minimal(base_url="http://127.0.0.1:8080", proxy="none")
+    assert _parse({"k": direct}, environ=environ).connections["k"].egress.proxy == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"\xffpassword", "is not UTF-8 text"), (b"pass\x00word", "holds a NUL byte"),
+     (b"x" * 70_000, "holds more than 65536 bytes")],
+)  # fmt: skip
+def test_a_secret_file_is_bounded_text_and_never_quoted(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(content)
+    message = _error({"k": _minimal(password_env=None, password_file=str(secret))})
+    assert message.startswith("connections.k.password_file: ")
+    assert says in message
+    assert "password" not in message.partition("secret")[2]
+
+
+def test_a_secret_file_that_is_no_regular_file_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    message = _error({"k": _minimal(password_env=None, password_file=str(fifo))})
+    assert message == f"connections.k.password_file: {fifo} is not a regular file"

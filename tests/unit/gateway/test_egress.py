@@ -74,3 +74,21 @@ def test_credentials_in_the_environments_url_are_used_and_never_shown() -> None:
 def test_an_unusable_proxy_is_refused(bad: str) -> None:
     with pytest.raises(EgressError):
         egress_of(HTTPS, bad, "", {})
+
+
+def test_curls_defaults_and_refusals() -> None:
+    assert egress_of(HTTPS, "http://p", "", {}).proxy == "http://p:1080"  # curl's port
+    assert egress_of(HTTPS, "NONE", "", {"HTTPS_PROXY": "http://p:1"}) == Egress()
+    for refused in ("https://p:3128", "socks5://p:1080"):
+        with pytest.raises(EgressError, match="not an http:// proxy URL"):
+            egress_of(HTTPS, refused, "", {})
+    with pytest.raises(EgressError, match="may not contain ':'"):
+        egress_of(HTTPS, None, "", {"HTTPS_PROXY": "http://us%3Aer:pw@p:3128"})
+    with pytest.raises(EgressError, match="Latin-1"):
+        egress_of(HTTPS, "http://p:3128", "user:pass€", {})
+
+
+def test_no_proxy_matches_an_address_only_exactly_or_by_range_and_ignores_trailing_dots() -> None:
+    environ = {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "0.1,upstream.example."}
+    assert egress_of("https://10.0.0.1", None, "", environ).proxy == "http://p:3128"
+    assert egress_of("https://api.upstream.example.", None, "", environ) == Egress()

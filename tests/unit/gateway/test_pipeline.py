@@ -22,7 +22,7 @@ from gateway.pipeline import Pipeline
 from gateway.resilience import Deadline
 from gateway.router import Route, Router
 from gateway.stores.memory import MemoryStore
-from gateway.upstream import ConfirmState, LegCheck
+from gateway.upstream import ConfirmState, LegCheck, Preflight
 from tests.conftest import kiiex_connection, make_config
 
 Hook = Callable[[], Awaitable[UpstreamReply | None]]
@@ -60,6 +60,9 @@ class QuoteExchange:
             LegCheck(name, ConfirmState.ACTIVE if q in self.open else ConfirmState.CONFIRMED)
             for name, q in (("bid", job.bid_quote_id), ("ask", job.ask_quote_id))
         )
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        return Preflight(True, "a scripted upstream: no login")
 
     async def aclose(self) -> None:
         pass

@@ -17,7 +17,7 @@ from gateway.model import CancelResult, LegResult, Outcome, Reason, UpstreamRepl
 from gateway.pipeline import Pipeline
 from gateway.resilience import CircuitBreaker, CircuitState, Deadline, Permit, is_outage
 from gateway.router import Router
-from gateway.upstream import LegCheck
+from gateway.upstream import LegCheck, Preflight
 from tests.conftest import kiiex_connection, make_config
 
 
@@ -193,6 +193,9 @@ class ScriptedAdapter:
 
     async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
         return ()
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        return Preflight(True, "a scripted upstream: no login")
 
     async def aclose(self) -> None:
         pass

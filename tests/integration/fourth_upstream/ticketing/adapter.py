@@ -18,7 +18,7 @@ from gateway.connection import ConnectionSettings
 from gateway.errors import JobKindNotImplemented
 from gateway.jobs import JobKind
 from gateway.model import UpstreamReply
-from gateway.upstream import LegCheck
+from gateway.upstream import LegCheck, Preflight
 from tests.integration.fourth_upstream.ticketing.codes import CODES
 from tests.integration.fourth_upstream.ticketing.jobs import TicketingJob
 
@@ -52,6 +52,9 @@ class TicketingAdapter:
 
     async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
         return ()
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        return Preflight(True, "no login")
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -347,3 +347,25 @@ async def test_an_undocumented_errorcode_on_http_200_is_other() -> None:
     (leg,) = (await adapter.cancel(KiiexUserReport(REPORT_ID), timeout=5.0)).legs
     await adapter.aclose()
     assert (leg.reason, leg.retryable, leg.upstream_code) == (Reason.UPSTREAM_ERROR, False, "777")
+
+
+async def test_a_quote_whose_one_leg_landed_is_not_sent_again_after_a_refused_leg() -> None:
+    """Errorcode 20 beside a 0: the bid was canceled; a new login and a resend of the whole
+    quote would cancel it twice (and a resend that failed to connect would say NOT_SENT of a
+    leg that landed)."""
+    sent: list[str] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.url.path)
+        if request.url.path.endswith("/AuthenticateUser"):
+            return httpx2.Response(200, json={"Authenticated": True, "SessionToken": "t"})
+        legs = {"BidResult": _envelope(0, None), "AskResult": _envelope(20, "Not Authorized")}
+        return httpx2.Response(200, json=legs)
+
+    adapter = _adapter(httpx2.MockTransport(answer))
+    reply = await adapter.cancel(KiiexQuote(oms_id=1, bid_quote_id=1, ask_quote_id=2), timeout=1.0)
+    await adapter.aclose()
+    assert sent == ["/ap/AuthenticateUser", "/ap/CancelQuote"]  # once, no re-login
+    assert [(leg.leg, leg.outcome) for leg in reply.legs] == [
+        ("bid", Outcome.ACCEPTED), ("ask", Outcome.FAILED)
+    ]  # fmt: skip

@@ -21,7 +21,7 @@ from gateway.pipeline import Pipeline
 from gateway.router import Router
 from gateway.rpc.envelope import Undecodable
 from gateway.rpc.servicer import REQUEST_ID_HEADER, CancellationService
-from gateway.upstream import LegCheck
+from gateway.upstream import LegCheck, Preflight
 from tests.conftest import kiiex_connection, make_config
 from tests.unit.gateway.rpc.fakes import FakeContext
 
@@ -41,6 +41,9 @@ class _Adapter:
 
     async def confirm(self, job: JobKind, *, timeout: float) -> tuple[LegCheck, ...]:
         return ()
+
+    async def preflight(self, *, timeout: float) -> Preflight:
+        return Preflight(True, "a scripted upstream: no login")
 
     async def aclose(self) -> None:
         pass
