@@ -66,8 +66,9 @@ async def measure(calls: int) -> dict[str, float]:
     data = {
         "server": {"allow_unauthenticated": True, "metrics_listen": ""},
         "connections": {
+            # A mock transport answers: nothing crosses a network, so plain HTTP is allowed.
             "k": {"upstream": "kiiex", "base_url": "http://upstream", "username_env": "U",
-                  "password_env": "P"},
+                  "password_env": "P", "allow_plaintext": True},
         },
     }  # fmt: skip
     config = parse_config(data, {"U": "bench", "P": "bench-password"}, REGISTRY.option_schemas)
