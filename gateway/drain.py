@@ -47,6 +47,10 @@ class Drain:
         else:
             self._event.set()
 
+    async def begun(self) -> None:
+        """Returns once a drain began."""
+        await self._event.wait()
+
     async def pause(self, seconds: float) -> bool:
         """Sleeps up to `seconds`; False when a drain began (then: do not go on)."""
         if self._begun:

@@ -287,7 +287,9 @@ class Pipeline:
             return {}
         try:
             doing = f"reading {call.job.operation}"
-            async with _slot(call.route, call.deadline, doing):
+            async with _slot(call.route, call.deadline, doing, self._drain) as held:
+                if not held:  # the drain began while every slot was busy: no read
+                    return {}
                 with (
                     observing(call.route.metrics),
                     tracing.span(doing, attributes=lambda: _span_of(call)),
@@ -339,8 +341,8 @@ async def guarded(
         yield None
         return
     try:
-        async with _slot(route, deadline, doing):
-            if drain.began:
+        async with _slot(route, deadline, doing, drain) as held:
+            if not held or drain.began:
                 route.breaker.abandon(permit)
                 yield None
             else:
@@ -351,12 +353,16 @@ async def guarded(
 
 
 @contextlib.asynccontextmanager
-async def _slot(route: Route, deadline: Deadline, doing: str) -> AsyncIterator[None]:
-    """One of the connection's `max_in_flight` slots, counted in the in-flight gauge."""
-    await route.bulkhead.acquire(deadline, doing)
+async def _slot(route: Route, deadline: Deadline, doing: str, drain: Drain) -> AsyncIterator[bool]:
+    """One of the connection's `max_in_flight` slots, counted in the in-flight gauge; False
+    (no slot) when a drain began while every slot was busy: a queued call is answered at
+    once, not when a slot frees."""
+    if not await route.bulkhead.acquire(deadline, doing, drain.begun):
+        yield False
+        return
     try:
         with route.metrics.in_flight():
-            yield
+            yield True
     finally:
         route.bulkhead.release()
 

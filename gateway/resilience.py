@@ -111,24 +111,46 @@ async def retry_target(
 
 
 class Bulkhead:
-    """Bounds the calls in flight to one connection; waiting counts against the deadline."""
+    """Bounds the calls in flight to one connection; waiting counts against the deadline,
+    and ends at once when `until()` completes (a drain began): no call waits for a slot it
+    would not use."""
 
     def __init__(self, limit: int) -> None:
         self._slots = asyncio.BoundedSemaphore(limit)
         self.limit = limit
 
-    async def acquire(self, deadline: Deadline, doing: str) -> None:
+    async def acquire(
+        self, deadline: Deadline, doing: str, until: Callable[[], Awaitable[None]] | None = None
+    ) -> bool:
+        """True with a slot held; False when `until()` completed first (no slot held)."""
         wait = deadline.budget(math.inf, doing)  # an expired deadline is not a busy bulkhead
         if not self._slots.locked():
             await self._slots.acquire()
-            return
+            return True
+        slot = asyncio.ensure_future(self._slots.acquire())
+        stop = asyncio.ensure_future(until()) if until is not None else None
         try:
-            await asyncio.wait_for(self._slots.acquire(), None if math.isinf(wait) else wait)
-        except TimeoutError as error:
-            raise DeadlineExceeded(
-                f"the caller's deadline passed while all {self.limit} upstream slots were busy "
-                f"(waiting to start {doing})"
-            ) from error
+            done, _ = await asyncio.wait(
+                [slot] if stop is None else [slot, stop],
+                timeout=None if math.isinf(wait) else wait,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if stop is not None:
+                stop.cancel()
+            if not slot.done():
+                slot.cancel()
+                await asyncio.gather(slot, return_exceptions=True)
+        if slot.done() and not slot.cancelled() and slot.exception() is None:
+            if slot in done:
+                return True
+            self._slots.release()  # won just as the wait ended: not ours to keep
+        if stop is not None and stop in done:
+            return False
+        raise DeadlineExceeded(
+            f"the caller's deadline passed while all {self.limit} upstream slots were busy "
+            f"(waiting to start {doing})"
+        )
 
     def release(self) -> None:
         self._slots.release()

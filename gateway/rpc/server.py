@@ -4,6 +4,7 @@ health service that knows of drains."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -37,6 +38,27 @@ class DrainAwareHealth(health.aio.HealthServicer):  # type: ignore[misc]
         if self._drain.began:
             return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
         return await super().Check(request, context)
+
+    async def Watch(  # noqa: N802 - the name is the RPC's
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """The standard stream until a drain begins; then NOT_SERVING, and the stream ends,
+        so that an open Watch (a load balancer's) never holds the shutdown."""
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        draining = asyncio.ensure_future(self._drain.begun())
+        try:
+            await asyncio.wait((watching, draining), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            draining.cancel()
+            if not watching.done():
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+        if self._drain.began:
+            await context.write(
+                health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+            )
+        elif (failure := watching.exception()) is not None:
+            raise failure
 
 
 # What a call's metadata may take in all. grpc's own default refuses at random between a soft

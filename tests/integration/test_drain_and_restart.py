@@ -15,14 +15,18 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from adapters.kiiex.simulator import KiiexSimulator
 from adapters.simulation.loopback import LoopbackServer
 from cancellation.v1 import gateway_pb2 as pb
 from cancellation.v1 import gateway_pb2_grpc
+from gateway.rpc.servicer import SERVICE_NAME
+from tests.conftest import kiiex_connection, make_config
 from tests.grpc_helpers import report_request, rich_error
 from tests.processes import (
     BOUND,
@@ -150,3 +154,43 @@ async def test_two_gateways_sharing_redis_cancel_a_key_once(
         await gateway.process.wait()
     assert kiiex_sim.calls["CancelUserReport"] == 1
     assert [a.replayed for a in answers] == [False, True]
+
+
+SECONDS = 10  # a bound for what a drain test awaits, far beyond what it should take
+
+
+async def test_a_drain_answers_queued_calls_at_once_and_closes_health_watches(
+    start_gateway: Any, kiiex_sim: KiiexSimulator, kiiex_http: LoopbackServer
+) -> None:
+    """One slot, held by a call whose answer the upstream keeps back: the call queued behind
+    it gets SHUTTING_DOWN as soon as the drain begins, and an open health Watch gets
+    NOT_SERVING and ends, both while the held call is still in flight (neither waits for a
+    slot to free, nor holds the shutdown)."""
+    connection = kiiex_connection(kiiex_http.url, max_in_flight=1, pool_size=1, timeout_seconds=20)
+    config = make_config({"k": connection}, server={"shutdown_grace_seconds": 30})
+    stub, server = await start_gateway(config)
+    release = kiiex_sim.faults.hold()
+    held = asyncio.ensure_future(stub.CancelJob(report_request(kiiex_sim.add_report())))
+    await until(lambda: kiiex_sim.calls["CancelUserReport"] >= 1, "the first cancel in flight")
+    queued = asyncio.ensure_future(stub.CancelJob(report_request(kiiex_sim.add_report())))
+    await until(lambda: server.drain._in_flight >= 2, "the second call queued for the slot")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    )
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.ensure_future(server.stop())
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(queued, SECONDS)
+        assert rich_error(refused.value).info.reason == "SHUTTING_DOWN"
+        statuses = []
+        while (response := await asyncio.wait_for(watch.read(), SECONDS)) is not grpc.aio.EOF:
+            statuses.append(response.status)
+        assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING  # then it ended
+        assert not held.done(), "both came before the held call's answer"
+    finally:
+        release.set()
+    assert (await asyncio.wait_for(held, SECONDS)).outcome == pb.OUTCOME_ACCEPTED
+    await asyncio.wait_for(stopping, SECONDS)
+    await channel.close()
