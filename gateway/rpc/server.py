@@ -5,6 +5,7 @@ health service that knows of drains."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import grpc
@@ -43,22 +44,46 @@ class DrainAwareHealth(health.aio.HealthServicer):  # type: ignore[misc]
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> None:
         """The standard stream until a drain begins; then NOT_SERVING, and the stream ends,
-        so that an open Watch (a load balancer's) never holds the shutdown."""
-        watching = asyncio.ensure_future(super().Watch(request, context))
+        so that an open Watch (a load balancer's) never holds the shutdown.
+
+        The standard loop writes NOT_SERVING itself (only one write may be under way on a
+        stream): once it has, it waits for the next change, and is stopped there."""
+        told = _Told(context)
+        watching = asyncio.ensure_future(super().Watch(request, told))
         draining = asyncio.ensure_future(self._drain.begun())
         try:
             await asyncio.wait((watching, draining), return_when=asyncio.FIRST_COMPLETED)
+            if draining.done() and not watching.done():
+                await self.enter_graceful_shutdown()  # every status NOT_SERVING, told now
+                with contextlib.suppress(TimeoutError):  # a service it never knew: no change
+                    await asyncio.wait_for(told.not_serving.wait(), NOT_SERVING_SECONDS)
         finally:
             draining.cancel()
             if not watching.done():
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
-        if self._drain.began:
-            await context.write(
-                health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
-            )
-        elif (failure := watching.exception()) is not None:
-            raise failure
+        if watching.done() and not watching.cancelled() and (error := watching.exception()):
+            raise error
+
+
+# How long a drained Watch waits for its NOT_SERVING to be written before it ends anyway.
+NOT_SERVING_SECONDS = 1.0
+
+
+class _Told:
+    """A Watch's context, noting when NOT_SERVING has been written to the stream."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self.not_serving = asyncio.Event()
+
+    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
+        await self._context.write(message)
+        if message.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+            self.not_serving.set()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._context, name)
 
 
 # What a call's metadata may take in all. grpc's own default refuses at random between a soft
