@@ -80,7 +80,12 @@ class TlsFront:
             tls.do_handshake()
         except (ssl.SSLError, OSError):
             self.refused += 1
-            _drain(raw)
+            # wrap_socket took the file descriptor over (`raw` is detached now): drain it
+            # as a plain socket, or the SSL object's end would close it under the alert.
+            drained = socket.socket(fileno=tls.detach())
+            drained.settimeout(DRAIN_SECONDS)
+            self._sockets.append(drained)
+            _drain(drained)
             return
         with contextlib.closing(tls), socket.create_connection(("127.0.0.1", self._target)) as up:
             self._sockets.append(up)
