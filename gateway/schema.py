@@ -164,8 +164,13 @@ def secret_keys(schema: type[Section]) -> list[str]:
     return [
         info.encode_name
         for info in msgspec.structs.fields(schema)
-        if Secret in get_args(_unwrapped(info.type)[0]) or _unwrapped(info.type)[0] is Secret
+        if _is_secret(_unwrapped(info.type)[0])
     ]
+
+
+def _is_secret(kind: Any) -> bool:
+    """A Secret field's type: `Secret`, or `Secret | None`."""
+    return kind is Secret or Secret in get_args(kind)
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<where>[^`]*)`)?$", re.S)
@@ -304,7 +309,7 @@ def keys_of(schema: type[Section], prefix: str = "") -> Iterator[KeyDoc]:
         worded = [m.extra["default"] for m in metas if m.extra and "default" in m.extra]
         default = worded[0] if worded else _default(info)
         shown = f"`{key}`"
-        if info.encode_name in secret_keys(schema):
+        if _is_secret(kind):
             shown = f"`{key}` or `{prefix}{twin(info.encode_name)}`"
             meaning += " (or the file that holds it; exactly one of the two)"
         yield KeyDoc(shown, default, meaning + _bounds(metas))
